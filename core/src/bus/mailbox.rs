@@ -1,0 +1,322 @@
+//! Mailboxes: the bounded queues that subscriptions deliver into.
+
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use parking_lot::Mutex;
+
+use super::notify::Notifier;
+use super::{BusInner, Message, RecvError};
+use crate::config::MailboxConfig;
+use crate::error::{Error, Result};
+
+/// One queued item: a message, with how many were dropped just before it; `None` is the wake-up
+/// sent when the mailbox closes.
+struct Item {
+    msg: Option<Arc<Message>>,
+    lagged_before: u64,
+}
+
+/// A counter on its own cache line, so publishers and the consumer do not false-share.
+#[repr(align(128))]
+#[derive(Default)]
+struct PaddedUsize(AtomicUsize);
+
+/// The publisher-facing side of a mailbox, held by the subscription trie.
+pub(crate) struct Shared {
+    pub(crate) id: u64,
+    tx: Sender<Item>,
+    rx: Receiver<Item>,
+    max_bytes: usize,
+    /// Bytes ever accepted (written by publishers) and ever taken (written by the consumer).
+    pushed_bytes: PaddedUsize,
+    popped_bytes: PaddedUsize,
+    /// Messages dropped since the last lag notice was queued.
+    dropped: AtomicU64,
+    notifier: OnceLock<Notifier>,
+    /// Whether the readiness descriptor has been signalled since the consumer last cleared it.
+    signaled: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new(id: u64, config: MailboxConfig) -> Shared {
+        let (tx, rx) = crossbeam_channel::bounded(config.capacity.max(1));
+        Shared {
+            id,
+            tx,
+            rx,
+            max_bytes: config.max_bytes.max(1),
+            pushed_bytes: PaddedUsize::default(),
+            popped_bytes: PaddedUsize::default(),
+            dropped: AtomicU64::new(0),
+            notifier: OnceLock::new(),
+            signaled: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues a message without ever blocking. Returns false (and counts the drop) when the
+    /// mailbox is full by count or by bytes.
+    #[inline]
+    pub(crate) fn push(&self, msg: &Arc<Message>) -> bool {
+        let len = msg.size();
+        let pushed = self.pushed_bytes.0.load(Ordering::Relaxed);
+        let used = pushed.saturating_sub(self.popped_bytes.0.load(Ordering::Relaxed));
+        // An oversized message still fits in an empty mailbox, so it is never undeliverable.
+        if used != 0 && used + len > self.max_bytes {
+            self.dropped.fetch_add(1, Ordering::AcqRel);
+            return false;
+        }
+        let lagged_before = if self.dropped.load(Ordering::Relaxed) != 0 {
+            self.dropped.swap(0, Ordering::AcqRel)
+        } else {
+            0
+        };
+        self.pushed_bytes.0.fetch_add(len, Ordering::Relaxed);
+        match self.tx.try_send(Item { msg: Some(msg.clone()), lagged_before }) {
+            Ok(()) => {
+                self.wake();
+                true
+            }
+            Err(TrySendError::Full(item)) | Err(TrySendError::Disconnected(item)) => {
+                self.pushed_bytes.0.fetch_sub(len, Ordering::Relaxed);
+                self.dropped.fetch_add(item.lagged_before + 1, Ordering::AcqRel);
+                false
+            }
+        }
+    }
+
+    #[inline]
+    fn wake(&self) {
+        if let Some(n) = self.notifier.get() {
+            // Pairs with the fence in `clear_ready`: either we see the flag cleared, or the
+            // consumer's re-check sees our message.
+            fence(Ordering::SeqCst);
+            if !self.signaled.load(Ordering::Relaxed) && !self.signaled.swap(true, Ordering::AcqRel) {
+                n.signal();
+            }
+        }
+    }
+
+    fn take(&self, item: Item, held: &Mutex<Option<Arc<Message>>>) -> std::result::Result<Arc<Message>, RecvError> {
+        let Some(msg) = item.msg else {
+            return Err(RecvError::Closed);
+        };
+        self.popped_bytes.0.fetch_add(msg.size(), Ordering::Relaxed);
+        if item.lagged_before > 0 {
+            *held.lock() = Some(msg);
+            return Err(RecvError::Lagged(item.lagged_before));
+        }
+        Ok(msg)
+    }
+}
+
+/// A subscriber: a bounded queue that any number of topics and patterns deliver into.
+///
+/// Dropping a mailbox closes it. It is `Send + Sync`: several threads may receive from one mailbox
+/// (each message goes to one of them).
+pub struct Mailbox {
+    pub(crate) shared: Arc<Shared>,
+    bus: Arc<BusInner>,
+    subs: Mutex<Vec<Box<str>>>,
+    /// A message taken from the queue behind a lag notice, handed out by the next receive.
+    held: Mutex<Option<Arc<Message>>>,
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox").field("id", &self.shared.id).field("len", &self.len()).finish()
+    }
+}
+
+impl Mailbox {
+    pub(crate) fn new(bus: Arc<BusInner>, shared: Arc<Shared>) -> Mailbox {
+        Mailbox { shared, bus, subs: Mutex::new(Vec::new()), held: Mutex::new(None) }
+    }
+
+    /// A number unique to this mailbox within its bus.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// Subscribes to a topic or pattern. Returns false when it was already subscribed.
+    pub fn subscribe(&self, pattern: &str) -> Result<bool> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        super::topic::check_pattern(pattern, self.bus.limits.max_topic_len)?;
+        let mut subs = self.subs.lock();
+        if subs.iter().any(|s| &**s == pattern) {
+            return Ok(false);
+        }
+        if subs.len() >= self.bus.limits.max_subscriptions_per_mailbox {
+            return Err(Error::TooManySubscriptions { max: self.bus.limits.max_subscriptions_per_mailbox });
+        }
+        self.bus.add(pattern, &self.shared);
+        subs.push(pattern.into());
+        Ok(true)
+    }
+
+    /// Unsubscribes from a topic or pattern. Returns false when it was not subscribed.
+    pub fn unsubscribe(&self, pattern: &str) -> Result<bool> {
+        let mut subs = self.subs.lock();
+        let Some(i) = subs.iter().position(|s| &**s == pattern) else {
+            return Ok(false);
+        };
+        subs.swap_remove(i);
+        self.bus.remove(pattern, self.shared.id);
+        Ok(true)
+    }
+
+    /// The topics and patterns this mailbox is subscribed to, sorted.
+    pub fn subscriptions(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.subs.lock().iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    /// Takes the next message without waiting.
+    ///
+    /// Errors: [`RecvError::Empty`] when nothing is queued, [`RecvError::Lagged`] (once) when
+    /// messages were dropped because the mailbox was full, [`RecvError::Closed`] after `close`.
+    #[inline]
+    pub fn try_recv(&self) -> std::result::Result<Arc<Message>, RecvError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(RecvError::Closed);
+        }
+        if let Some(m) = self.held.lock().take() {
+            return Ok(m);
+        }
+        match self.shared.rx.try_recv() {
+            Ok(item) => self.shared.take(item, &self.held),
+            Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => {
+                match self.shared.dropped.swap(0, Ordering::AcqRel) {
+                    0 => Err(RecvError::Empty),
+                    n => Err(RecvError::Lagged(n)),
+                }
+            }
+        }
+    }
+
+    /// Takes the next message, waiting up to `timeout` (forever with `None`).
+    ///
+    /// Errors as [`Mailbox::try_recv`], with [`RecvError::Timeout`] instead of `Empty`.
+    pub fn recv_timeout(&self, timeout: Option<Duration>) -> std::result::Result<Arc<Message>, RecvError> {
+        match self.try_recv() {
+            Err(RecvError::Empty) => {}
+            other => return other,
+        }
+        let item = match timeout {
+            None => self.shared.rx.recv().map_err(|_| RecvError::Closed)?,
+            Some(t) => {
+                let deadline = Instant::now().checked_add(t).unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365));
+                self.shared.rx.recv_deadline(deadline).map_err(|e| match e {
+                    crossbeam_channel::RecvTimeoutError::Timeout => RecvError::Timeout,
+                    crossbeam_channel::RecvTimeoutError::Disconnected => RecvError::Closed,
+                })?
+            }
+        };
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(RecvError::Closed);
+        }
+        self.shared.take(item, &self.held)
+    }
+
+    /// Takes everything queued now (lag notices included, in place), without waiting.
+    pub fn drain(&self) -> Vec<std::result::Result<Arc<Message>, RecvError>> {
+        let mut out = Vec::new();
+        // Bounded by what is queued now: the queue's capacity plus one lag notice per message.
+        for _ in 0..(2 * self.shared.tx.capacity().unwrap_or(1) + 2) {
+            match self.try_recv() {
+                Err(RecvError::Empty) | Err(RecvError::Closed) => break,
+                other => out.push(other),
+            }
+        }
+        out
+    }
+
+    /// Number of messages queued.
+    pub fn len(&self) -> usize {
+        self.shared.rx.len() + usize::from(self.held.lock().is_some())
+    }
+
+    /// Whether no message is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A file descriptor that is readable while the mailbox may hold messages (or is closed), for
+    /// `poll`/`epoll`/asyncio. The mailbox owns it: do not close it.
+    ///
+    /// Wake-ups are coalesced: one per batch. After the descriptor reads as ready, call
+    /// [`Mailbox::try_recv_arm`] until it returns `Empty`; that re-arms the descriptor.
+    pub fn fd(&self) -> Result<i32> {
+        let n = match self.shared.notifier.get() {
+            Some(n) => n,
+            None => {
+                let created = Notifier::new().map_err(|e| Error::Backend(format!("cannot create readiness descriptor: {e}")))?;
+                let _ = self.shared.notifier.set(created);
+                let n = self.shared.notifier.get().ok_or(Error::Closed)?;
+                // Messages queued before the descriptor existed signalled nothing: signal now.
+                fence(Ordering::SeqCst);
+                if !self.shared.rx.is_empty() || self.is_closed() {
+                    self.shared.signaled.store(true, Ordering::Release);
+                    n.signal();
+                }
+                n
+            }
+        };
+        Ok(n.fd())
+    }
+
+    /// Like [`Mailbox::try_recv`], but when the mailbox is empty it also clears the readiness
+    /// descriptor and checks once more, so a message that raced the clearing is never missed.
+    /// An event loop calls this after each wake-up until it returns `Empty`, then waits again.
+    pub fn try_recv_arm(&self) -> std::result::Result<Arc<Message>, RecvError> {
+        match self.try_recv() {
+            Err(RecvError::Empty) => {}
+            other => return other,
+        }
+        if let Some(n) = self.shared.notifier.get() {
+            n.clear();
+            self.shared.signaled.store(false, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+        }
+        self.try_recv()
+    }
+
+    /// Closes the mailbox: removes all its subscriptions, discards what it holds, wakes any
+    /// waiting receiver and makes every receive return [`RecvError::Closed`]. Idempotent.
+    pub fn close(&self) {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let subs = std::mem::take(&mut *self.subs.lock());
+        self.bus.remove_all(&subs, self.shared.id);
+        // Discard what is queued (bounded by the capacity), then wake a blocked receiver.
+        for _ in 0..=self.shared.tx.capacity().unwrap_or(0) {
+            if self.shared.rx.try_recv().is_err() {
+                break;
+            }
+        }
+        self.held.lock().take();
+        let _ = self.shared.tx.try_send(Item { msg: None, lagged_before: 0 });
+        if let Some(n) = self.shared.notifier.get() {
+            n.signal();
+        }
+    }
+
+    /// Whether [`Mailbox::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -1,0 +1,234 @@
+//! The bus: topic pub/sub into bounded mailboxes.
+//!
+//! A [`Mailbox`] subscribes to any number of topics and patterns. Topics are `:`-separated
+//! segments; in a pattern `*` matches exactly one segment (`room:*` matches `room:lobby`, not
+//! `room:a:b`) and a final `>` matches one or more trailing segments (`room:>` matches both).
+//! [`Bus::publish`] finds the matching mailboxes through a trie of segments, so its cost does not
+//! grow with unrelated subscriptions, and shares one encoded payload among all of them.
+//!
+//! A mailbox receives each message at most once, even when several of its patterns match it.
+//! Messages from one publishing thread arrive in the order they were published.
+//!
+//! # Lagging
+//!
+//! Mailboxes are bounded by message count and by payload bytes ([`MailboxConfig`]). A publisher
+//! never blocks and memory never grows: a message that does not fit is dropped for that mailbox
+//! only, and counted. The consumer then receives [`RecvError::Lagged`]`(n)` at the place in the
+//! stream where the `n` messages were lost, and carries on with the next message. `publish`
+//! returns how many mailboxes accepted the message.
+//!
+//! # Closing
+//!
+//! [`Mailbox::close`] (or dropping the mailbox) removes all its subscriptions at once, discards
+//! what it holds and wakes its waiting receivers with [`RecvError::Closed`]. Topics left with no
+//! subscriber leave nothing behind in the trie.
+//!
+//! # Waiting
+//!
+//! [`Mailbox::recv_timeout`] blocks a thread; [`Mailbox::fd`] gives a descriptor for event loops,
+//! signalled once per batch (see [`Mailbox::try_recv_arm`]).
+//!
+//! **Locking behaviour:** `publish` holds the trie's shared lock while it queues (queueing never
+//! blocks), so publishers run in parallel; subscribe, unsubscribe and close take it exclusively.
+
+mod mailbox;
+mod notify;
+pub mod topic;
+mod trie;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::config::{Config, Limits, MailboxConfig};
+use crate::error::{shorten, Error, Result};
+pub use mailbox::Mailbox;
+use mailbox::Shared;
+
+/// A published message, shared by every mailbox it reached.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message {
+    topic: Box<str>,
+    payload: Box<[u8]>,
+}
+
+impl Message {
+    /// A message (the bus builds these; public for backends and tests).
+    pub fn new(topic: &str, payload: impl Into<Box<[u8]>>) -> Message {
+        Message { topic: topic.into(), payload: payload.into() }
+    }
+
+    /// The topic it was published to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The payload bytes (MessagePack when published from Python).
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// Bytes it counts for against a mailbox's byte bound.
+    #[inline]
+    pub(crate) fn size(&self) -> usize {
+        self.topic.len() + self.payload.len()
+    }
+}
+
+/// Why a receive returned no message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvError {
+    /// Nothing queued (non-blocking receive).
+    Empty,
+    /// Nothing arrived in time (blocking receive).
+    Timeout,
+    /// This many messages were dropped here because the mailbox was full.
+    Lagged(u64),
+    /// The mailbox is closed.
+    Closed,
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvError::Empty => f.write_str("mailbox is empty"),
+            RecvError::Timeout => f.write_str("timed out waiting for a message"),
+            RecvError::Lagged(n) => write!(f, "mailbox was full: {n} messages were dropped"),
+            RecvError::Closed => f.write_str("mailbox is closed"),
+        }
+    }
+}
+
+impl std::error::Error for RecvError {}
+
+pub(crate) struct BusInner {
+    trie: RwLock<trie::Node>,
+    next_id: AtomicU64,
+    subscriptions: AtomicUsize,
+    pub(crate) limits: Limits,
+    mailbox: MailboxConfig,
+}
+
+impl BusInner {
+    fn add(&self, pattern: &str, shared: &Arc<Shared>) {
+        self.trie.write().insert(pattern, shared.clone());
+        self.subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn remove(&self, pattern: &str, id: u64) {
+        if self.trie.write().remove(pattern, id) {
+            self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn remove_all(&self, patterns: &[Box<str>], id: u64) {
+        if patterns.is_empty() {
+            return;
+        }
+        let mut trie = self.trie.write();
+        for p in patterns {
+            if trie.remove(p, id) {
+                self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Topic pub/sub. Cloning gives another handle to the same bus.
+///
+/// ```
+/// use hornbeam_core::Bus;
+/// let bus = Bus::new(&Default::default());
+/// let mb = bus.mailbox();
+/// mb.subscribe("room:*").unwrap();
+/// assert_eq!(bus.publish("room:lobby", b"hi".to_vec()).unwrap(), 1);
+/// assert_eq!(mb.try_recv().unwrap().payload(), b"hi");
+/// ```
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<BusInner>,
+}
+
+impl fmt::Debug for Bus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bus").field("subscriptions", &self.subscription_count()).finish()
+    }
+}
+
+impl Bus {
+    /// A bus with the limits and mailbox bounds of `config`.
+    pub fn new(config: &Config) -> Bus {
+        Bus {
+            inner: Arc::new(BusInner {
+                trie: RwLock::new(trie::Node::default()),
+                next_id: AtomicU64::new(1),
+                subscriptions: AtomicUsize::new(0),
+                limits: config.limits.clone(),
+                mailbox: config.mailbox,
+            }),
+        }
+    }
+
+    /// A new mailbox with the bus's default bounds.
+    pub fn mailbox(&self) -> Mailbox {
+        self.mailbox_with(self.inner.mailbox)
+    }
+
+    /// A new mailbox with its own bounds.
+    pub fn mailbox_with(&self, config: MailboxConfig) -> Mailbox {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        Mailbox::new(self.inner.clone(), Arc::new(Shared::new(id, config)))
+    }
+
+    /// Publishes `payload` to every mailbox subscribed to `topic` (directly or by pattern);
+    /// returns how many mailboxes accepted it (a full mailbox drops it and counts a lag).
+    pub fn publish(&self, topic: &str, payload: impl Into<Box<[u8]>>) -> Result<usize> {
+        let payload = payload.into();
+        topic::check_topic(topic, self.inner.limits.max_topic_len)?;
+        if payload.len() > self.inner.limits.max_message_len {
+            return Err(Error::MessageTooLarge {
+                topic: shorten(topic),
+                len: payload.len(),
+                max: self.inner.limits.max_message_len,
+            });
+        }
+        Ok(self.deliver(&Arc::new(Message { topic: topic.into(), payload })))
+    }
+
+    /// Queues an already-built message into matching mailboxes (no checks; for backends).
+    pub(crate) fn deliver(&self, msg: &Arc<Message>) -> usize {
+        let trie = self.inner.trie.read();
+        let mut first: Option<&[Arc<Shared>]> = None;
+        let mut more: Vec<&[Arc<Shared>]> = Vec::new();
+        trie.matching(msg.topic(), &mut |list| {
+            if first.is_none() {
+                first = Some(list);
+            } else {
+                more.push(list);
+            }
+        });
+        let Some(first) = first else { return 0 };
+        if more.is_empty() {
+            // One list: a mailbox appears in it at most once.
+            return first.iter().filter(|s| s.push(msg)).count();
+        }
+        // Several lists (patterns overlapping): deliver once per mailbox.
+        more.push(first);
+        let mut all: Vec<&Arc<Shared>> = more.into_iter().flatten().collect();
+        all.sort_unstable_by_key(|s| s.id);
+        all.dedup_by_key(|s| s.id);
+        all.into_iter().filter(|s| s.push(msg)).count()
+    }
+
+    /// Number of subscriptions held by all mailboxes.
+    pub fn subscription_count(&self) -> usize {
+        self.inner.subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// Number of trie nodes (1 when nothing is subscribed): for checks that nothing leaks.
+    pub fn node_count(&self) -> usize {
+        self.inner.trie.read().node_count()
+    }
+}

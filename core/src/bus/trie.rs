@@ -1,0 +1,120 @@
+//! The subscription index: a trie of topic segments. Publishing walks one path per wildcard
+//! branch that exists, so its cost depends on the topic's depth and on the patterns that can
+//! match it, not on how many unrelated subscriptions there are.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::mailbox::Shared;
+use super::topic::{ONE, SEPARATOR, TAIL};
+
+#[derive(Default)]
+pub(crate) struct Node {
+    children: HashMap<Box<str>, Node>,
+    star: Option<Box<Node>>,
+    /// Subscribers whose pattern ends here.
+    here: Vec<Arc<Shared>>,
+    /// Subscribers whose pattern ends here with `>` (one or more further segments).
+    tail: Vec<Arc<Shared>>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.star.is_none() && self.here.is_empty() && self.tail.is_empty()
+    }
+
+    /// Adds `sub` under `pattern`. The caller has checked the pattern and that the mailbox does
+    /// not hold it already.
+    pub(crate) fn insert(&mut self, pattern: &str, sub: Arc<Shared>) {
+        let mut node = self;
+        for seg in pattern.split(SEPARATOR) {
+            if seg == TAIL {
+                node.tail.push(sub);
+                return;
+            }
+            node = if seg == ONE {
+                node.star.get_or_insert_with(Default::default)
+            } else {
+                node.children.entry(seg.into()).or_default()
+            };
+        }
+        node.here.push(sub);
+    }
+
+    /// Removes `sub` from `pattern`, pruning nodes left empty. Returns whether it was there.
+    pub(crate) fn remove(&mut self, pattern: &str, id: u64) -> bool {
+        let segments: Vec<&str> = pattern.split(SEPARATOR).collect();
+        self.remove_at(&segments, id)
+    }
+
+    fn remove_at(&mut self, segments: &[&str], id: u64) -> bool {
+        let drop_from = |list: &mut Vec<Arc<Shared>>| match list.iter().position(|s| s.id == id) {
+            Some(i) => {
+                list.swap_remove(i);
+                true
+            }
+            None => false,
+        };
+        let Some((&seg, rest)) = segments.split_first() else {
+            return drop_from(&mut self.here);
+        };
+        if seg == TAIL {
+            return drop_from(&mut self.tail);
+        }
+        if seg == ONE {
+            let Some(star) = self.star.as_mut() else { return false };
+            let removed = star.remove_at(rest, id);
+            if star.is_empty() {
+                self.star = None;
+            }
+            return removed;
+        }
+        let Some(child) = self.children.get_mut(seg) else { return false };
+        let removed = child.remove_at(rest, id);
+        if child.is_empty() {
+            self.children.remove(seg);
+        }
+        removed
+    }
+
+    /// Calls `found` with each list of subscribers matching `topic` (a mailbox may be in more
+    /// than one list when several of its patterns match).
+    pub(crate) fn matching<'a>(&'a self, topic: &str, found: &mut impl FnMut(&'a [Arc<Shared>])) {
+        let mut segments = [""; 32];
+        let mut n = 0;
+        for seg in topic.split(SEPARATOR) {
+            if n == segments.len() {
+                // Deep topics are rare: fall back to an allocated list.
+                let all: Vec<&str> = topic.split(SEPARATOR).collect();
+                return self.walk(&all, found);
+            }
+            segments[n] = seg;
+            n += 1;
+        }
+        self.walk(&segments[..n], found)
+    }
+
+    fn walk<'a>(&'a self, segments: &[&str], found: &mut impl FnMut(&'a [Arc<Shared>])) {
+        let Some((seg, rest)) = segments.split_first() else {
+            if !self.here.is_empty() {
+                found(&self.here);
+            }
+            return;
+        };
+        if !self.tail.is_empty() {
+            found(&self.tail);
+        }
+        if let Some(star) = &self.star {
+            star.walk(rest, found);
+        }
+        if let Some(child) = self.children.get(*seg) {
+            child.walk(rest, found);
+        }
+    }
+
+    /// Number of trie nodes below this one (for leak checks).
+    pub(crate) fn node_count(&self) -> usize {
+        1 + self.children.values().map(Node::node_count).sum::<usize>()
+            + self.star.as_ref().map_or(0, |s| s.node_count())
+    }
+}

@@ -1,0 +1,104 @@
+//! The engine: one store and one bus, and the process-wide default engine the bindings share.
+
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// Environment variable that selects the backend (`redis://...`); unset means embedded.
+pub const URL_ENV: &str = "HORNBEAM_URL";
+
+/// A store and a bus. Cloning gives another handle to the same engine.
+///
+/// ```
+/// use hornbeam_core::{Engine, Value};
+/// let engine = Engine::new(Default::default());
+/// engine.store().set("greeting", Value::encode("hello").unwrap(), None).unwrap();
+/// let mb = engine.bus().mailbox();
+/// mb.subscribe("chat:>").unwrap();
+/// engine.bus().publish("chat:lobby", b"hi".to_vec()).unwrap();
+/// assert_eq!(mb.try_recv().unwrap().topic(), "chat:lobby");
+/// ```
+#[derive(Clone, Debug)]
+pub struct Engine {
+    store: Store,
+    bus: Bus,
+}
+
+impl Engine {
+    /// An embedded (in-process) engine.
+    pub fn new(config: Config) -> Engine {
+        let bus = Bus::new(&config);
+        Engine { store: Store::new(config), bus }
+    }
+
+    /// Opens the engine a URL names: `""` or `embedded://` for the embedded engine.
+    pub fn open(url: &str, config: Config) -> Result<Engine> {
+        let url = url.trim();
+        if url.is_empty() || url.starts_with("embedded:") || url.starts_with("mem:") {
+            return Ok(Engine::new(config));
+        }
+        Err(Error::InvalidArgument(format!(
+            "{URL_ENV}={url:?}: unsupported backend (use embedded://, or leave {URL_ENV} unset)"
+        )))
+    }
+
+    /// Opens the engine `HORNBEAM_URL` names (embedded when unset).
+    pub fn from_env(config: Config) -> Result<Engine> {
+        Engine::open(&std::env::var(URL_ENV).unwrap_or_default(), config)
+    }
+
+    /// The key/value store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The pub/sub bus.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// The process-wide default engine, opened from `HORNBEAM_URL` on first use. Python's
+    /// `hornbeam_erlang` and C's `hb_engine_default()` both use it, so they share data.
+    ///
+    /// Creating it starts no thread. After a `fork()`, call [`Engine::reset_global_after_fork`]
+    /// in the child: the child then gets a fresh engine on next use.
+    pub fn global() -> Result<&'static Engine> {
+        let p = GLOBAL.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: a non-null GLOBAL always points to a leaked Box<Engine> that is never freed.
+            return Ok(unsafe { &*p });
+        }
+        let fresh = Box::into_raw(Box::new(Engine::from_env(Config::default())?));
+        match GLOBAL.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+            // SAFETY: `fresh` came from Box::into_raw above and is now owned by GLOBAL forever.
+            Ok(_) => Ok(unsafe { &*fresh }),
+            Err(winner) => {
+                // SAFETY: `fresh` lost the race, was never shared, and is freed exactly once here;
+                // `winner` is a leaked Box<Engine> that is never freed.
+                unsafe {
+                    drop(Box::from_raw(fresh));
+                    Ok(&*winner)
+                }
+            }
+        }
+    }
+
+    /// Forgets the default engine in a forked child, without touching its locks (another thread
+    /// may have held one at fork time). The old engine is leaked, never used again.
+    pub fn reset_global_after_fork() {
+        GLOBAL.store(std::ptr::null_mut(), Ordering::Release);
+        GENERATION.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A number that changes every time the default engine is reset (so bindings can tell that an
+    /// object belongs to the parent's engine).
+    pub fn global_generation() -> u64 {
+        GENERATION.load(Ordering::Acquire)
+    }
+}
+
+static GLOBAL: AtomicPtr<Engine> = AtomicPtr::new(std::ptr::null_mut());
+static GENERATION: AtomicU64 = AtomicU64::new(0);

@@ -1,0 +1,39 @@
+//! # hornbeam-core
+//!
+//! The Hornbeam engine: an embeddable key/value store ([`Store`]) and topic pub/sub bus ([`Bus`])
+//! with bounded mailboxes, the same API from Rust, Python (`hornbeam_erlang`) and C
+//! (`hornbeam.h`). Values are MessagePack, so every language reads every other's data.
+//!
+//! ```
+//! use hornbeam_core::{Engine, Value, RecvError};
+//!
+//! let engine = Engine::new(Default::default());
+//! let store = engine.store();
+//! assert_eq!(store.incr("room:lobby:user_count", 1).unwrap(), 1);
+//!
+//! let mailbox = engine.bus().mailbox();
+//! mailbox.subscribe("chat:*").unwrap();
+//! assert_eq!(engine.bus().publish("chat:lobby", b"\xa2hi".to_vec()).unwrap(), 1);
+//! let msg = mailbox.try_recv().unwrap();
+//! assert_eq!((msg.topic(), msg.payload()), ("chat:lobby", &b"\xa2hi"[..]));
+//! assert_eq!(mailbox.try_recv(), Err(RecvError::Empty));
+//! ```
+//!
+//! Module map: [`store`] (sharded map, prefix index, TTL), [`bus`] (topic trie, mailboxes),
+//! [`value`] (MessagePack values), [`error`] (the one error enum), [`config`] (limits).
+
+pub mod bus;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod store;
+pub mod value;
+
+pub use bus::{Bus, Mailbox, Message, RecvError};
+pub use clock::{Clock, ManualClock};
+pub use config::{Config, Limits, MailboxConfig};
+pub use engine::Engine;
+pub use error::{Error, Result};
+pub use store::{Store, Ttl};
+pub use value::Value;

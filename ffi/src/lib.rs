@@ -1,0 +1,1 @@
+//! C ABI of the Hornbeam engine (work in progress).
