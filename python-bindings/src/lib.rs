@@ -1,0 +1,24 @@
+//! `hornbeam_erlang._native`: the Python binding of the Hornbeam engine.
+//!
+//! It converts and forwards: Python objects become MessagePack here ([`convert`]), every rule
+//! (limits, types, ordering, fan-out) lives in `hornbeam-core`, and core errors become Python
+//! exceptions in one place ([`errors`]). The pure-Python package `hornbeam_erlang` re-exports these
+//! functions and adds the asyncio side of mailboxes.
+
+mod convert;
+mod errors;
+mod mailbox;
+mod state;
+
+use pyo3::prelude::*;
+
+/// The native module.
+#[pymodule(gil_used = false)]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::register(py, m)?;
+    state::register(m)?;
+    mailbox::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! `Mailbox` and `Message`: the native halves. The asyncio side (`await recv()`, `async for`)
+//! is pure Python in `hornbeam_erlang/__init__.py`, on top of `fileno()` and `_try_recv_arm()`.
+
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{PyIndexError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use hornbeam_core::{Engine, MailboxConfig, RecvError};
+
+use crate::convert::decode;
+use crate::errors::{IntoPy, MailboxClosed};
+use crate::state::engine;
+
+/// A received message, or — when `lagged` > 0 — the notice that `lagged` messages were dropped
+/// here because the mailbox was full. Also reads as the tuple `('message', topic, message)`
+/// (or `('lagged', None, n)`), as redis-py users expect.
+#[pyclass(module = "hornbeam_erlang", frozen, name = "Message")]
+pub(crate) struct PyMessage {
+    msg: Option<Arc<hornbeam_core::Message>>,
+    lagged: u64,
+}
+
+impl PyMessage {
+    fn data<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.msg {
+            // Payloads published from C may be raw bytes: hand those back as bytes.
+            Some(m) => decode(py, m.payload()).or_else(|_| Ok(pyo3::types::PyBytes::new(py, m.payload()).into_any())),
+            None => Ok(py.None().into_bound(py)),
+        }
+    }
+}
+
+#[pymethods]
+impl PyMessage {
+    /// The topic it was published to (None for a lag notice).
+    #[getter]
+    fn topic(&self) -> Option<&str> {
+        self.msg.as_ref().map(|m| m.topic())
+    }
+
+    /// The published object (decoded anew at each access; None for a lag notice).
+    #[getter]
+    fn message<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.data(py)
+    }
+
+    /// Alias of `message` (redis-py's name).
+    #[getter(data)]
+    fn data_alias<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.data(py)
+    }
+
+    /// Number of messages dropped before this point (0 for a real message).
+    #[getter]
+    fn lagged(&self) -> u64 {
+        self.lagged
+    }
+
+    /// `'message'` or `'lagged'`.
+    #[getter(r#type)]
+    fn kind(&self) -> &'static str {
+        if self.msg.is_some() {
+            "message"
+        } else {
+            "lagged"
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        3
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, i: isize) -> PyResult<Bound<'py, PyAny>> {
+        let i = if i < 0 { i + 3 } else { i };
+        match i {
+            0 => Ok(self.kind().into_pyobject(py)?.into_any()),
+            1 => Ok(self.topic().into_pyobject(py)?.into_any()),
+            2 if self.msg.is_some() => self.data(py),
+            2 => Ok(self.lagged.into_pyobject(py)?.into_any()),
+            _ => Err(PyIndexError::new_err("Message index out of range")),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        match &self.msg {
+            Some(m) => format!("Message(topic={:?}, {} bytes)", m.topic(), m.payload().len()),
+            None => format!("Message(lagged={})", self.lagged),
+        }
+    }
+}
+
+/// A bounded queue of messages for the topics and patterns it subscribes to.
+#[pyclass(module = "hornbeam_erlang", frozen, subclass, name = "Mailbox")]
+pub(crate) struct PyMailbox {
+    inner: ManuallyDrop<hornbeam_core::Mailbox>,
+    /// The default engine's generation when this mailbox was made: after a fork the child has a
+    /// new engine, and this mailbox (the parent's) must not be used nor touch the old engine's locks.
+    generation: u64,
+}
+
+impl Drop for PyMailbox {
+    fn drop(&mut self) {
+        if self.generation == Engine::global_generation() {
+            // SAFETY: `inner` is dropped exactly once, here, and never used again.
+            unsafe { ManuallyDrop::drop(&mut self.inner) };
+        }
+        // Otherwise the mailbox belongs to an engine left behind by fork(): leak it, since a lock
+        // it would take may have been held by a thread that does not exist in this process.
+    }
+}
+
+fn message(r: Result<Arc<hornbeam_core::Message>, RecvError>) -> PyResult<Option<PyMessage>> {
+    match r {
+        Ok(m) => Ok(Some(PyMessage { msg: Some(m), lagged: 0 })),
+        Err(RecvError::Lagged(n)) => Ok(Some(PyMessage { msg: None, lagged: n })),
+        Err(RecvError::Empty) | Err(RecvError::Timeout) => Ok(None),
+        Err(RecvError::Closed) => Err(MailboxClosed::new_err("mailbox is closed")),
+    }
+}
+
+impl PyMailbox {
+    fn live(&self) -> PyResult<&hornbeam_core::Mailbox> {
+        if self.generation != Engine::global_generation() {
+            return Err(MailboxClosed::new_err("mailbox belongs to the engine of the parent process (it was made before fork())"));
+        }
+        Ok(&self.inner)
+    }
+}
+
+#[pymethods]
+impl PyMailbox {
+    #[new]
+    #[pyo3(signature = (capacity=None, max_bytes=None))]
+    fn new(capacity: Option<usize>, max_bytes: Option<usize>) -> PyResult<Self> {
+        let defaults = MailboxConfig::default();
+        let config = MailboxConfig {
+            capacity: capacity.unwrap_or(defaults.capacity),
+            max_bytes: max_bytes.unwrap_or(defaults.max_bytes),
+        };
+        if config.capacity == 0 || config.max_bytes == 0 {
+            return Err(PyValueError::new_err("capacity and max_bytes must be at least 1"));
+        }
+        let generation = Engine::global_generation();
+        let mailbox = engine()?.bus().mailbox_with(config);
+        // The descriptor exists before any subscription, so no message can miss its signal.
+        mailbox.fd().py()?;
+        Ok(PyMailbox { inner: ManuallyDrop::new(mailbox), generation })
+    }
+
+    /// Subscribes to a topic or pattern (`room:*`, `room:>`); False when already subscribed.
+    fn subscribe(&self, topic: &str) -> PyResult<bool> {
+        self.live()?.subscribe(topic).py()
+    }
+
+    /// Unsubscribes from a topic or pattern; False when it was not subscribed.
+    fn unsubscribe(&self, topic: &str) -> PyResult<bool> {
+        self.live()?.unsubscribe(topic).py()
+    }
+
+    /// The topics and patterns subscribed to, sorted.
+    fn subscriptions(&self) -> PyResult<Vec<String>> {
+        Ok(self.live()?.subscriptions())
+    }
+
+    /// The next message, or None at once when there is none.
+    fn recv_nowait(&self) -> PyResult<Option<PyMessage>> {
+        message(self.live()?.try_recv())
+    }
+
+    /// For the event loop: like `recv_nowait`, and when empty also re-arms `fileno()`.
+    fn _try_recv_arm(&self) -> PyResult<Option<PyMessage>> {
+        message(self.live()?.try_recv_arm())
+    }
+
+    /// Waits for the next message with the GIL released; None on timeout (`None` waits forever,
+    /// waking every 200 ms to let signal handlers such as KeyboardInterrupt run).
+    #[pyo3(signature = (timeout=None))]
+    fn _recv_blocking(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyMessage>> {
+        let mb = self.live()?;
+        let deadline = match timeout {
+            Some(t) if !(t >= 0.0 && t.is_finite()) => return Err(PyValueError::new_err("timeout must be a non-negative number of seconds")),
+            Some(t) => Some(Instant::now() + Duration::from_secs_f64(t.min(1e9))),
+            None => None,
+        };
+        let slice = Duration::from_millis(200);
+        loop {
+            let wait = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()).min(slice),
+                None => slice,
+            };
+            let r = py.detach(|| mb.recv_timeout(Some(wait)));
+            match r {
+                Err(RecvError::Timeout) | Err(RecvError::Empty) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(None);
+                    }
+                    py.check_signals()?;
+                }
+                other => return message(other),
+            }
+        }
+    }
+
+    /// Every message queued now (lag notices in place), without waiting.
+    fn drain<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items = self.live()?.drain();
+        let list = PyList::empty(py);
+        for item in items {
+            if let Some(m) = message(item)? {
+                list.append(Bound::new(py, m)?)?;
+            }
+        }
+        Ok(list)
+    }
+
+    /// A descriptor that is readable while messages may be waiting (for `loop.add_reader`,
+    /// `select`); owned by the mailbox.
+    fn fileno(&self) -> PyResult<i32> {
+        self.live()?.fd().py()
+    }
+
+    /// Unsubscribes from everything and wakes waiting receivers with `MailboxClosed`.
+    fn close(&self) {
+        if self.generation == Engine::global_generation() {
+            self.inner.close();
+        }
+    }
+
+    /// Whether `close()` was called (or the mailbox belongs to a parent process's engine).
+    #[getter]
+    fn closed(&self) -> bool {
+        self.generation != Engine::global_generation() || self.inner.is_closed()
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.live()?.len())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Mailbox(id={}, subscriptions={:?})", self.inner.id(), self.subscriptions().unwrap_or_default())
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyMessage>()?;
+    m.add_class::<PyMailbox>()?;
+    Ok(())
+}
