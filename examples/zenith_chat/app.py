@@ -1,0 +1,271 @@
+"""Zenith's WebSocket chat (seed 003) on FastAPI, with its rooms and users in the Hornbeam store.
+
+The seed kept ``rooms`` and ``user_names`` in Python dicts of one process and looped over sockets to
+broadcast. Here every connection is a key in the store and a mailbox on the bus:
+
+* ``zenith:room:<room>:<conn>`` holds the username of connection ``<conn>`` while it is in
+  ``<room>`` (``<conn>`` comes from a store counter, so keys sort in join order); the REST endpoints
+  read the rooms and users back with ``state_keys``;
+* events of a room are published on the topic ``zenith:room:<room>``; what is meant for one
+  connection only (``users_list``, errors) is published on ``zenith:conn:<conn>``; each connection
+  subscribes its own mailbox to both, so one task writes its socket, in order, and fan-out works
+  across processes once the store and bus are shared (``HORNBEAM_URL``).
+
+Room names and usernames are percent-encoded inside keys and topics, so a ``:`` or ``*`` in a name
+can never split a key or act as a wildcard.
+
+Wire protocol (the seed's, unchanged): the client sends ``{"type": "join", "username": ...}``,
+``{"type": "message", "message": ...}`` and ``{"type": "typing", "is_typing": ...}``; the server
+sends ``user_joined``, ``users_list``, ``message``, ``typing`` and ``user_left`` events. Where the seed
+dropped the connection or ignored a bad frame, the server answers ``{"type": "error", "error":
+<code>, "message": <text>}`` and keeps the connection (clients that ignore unknown types, like the
+seed's page, are unaffected).
+
+Run alone: ``uvicorn examples.zenith_chat.app:app`` and open http://127.0.0.1:8000/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Optional
+from urllib.parse import quote, unquote
+
+import hornbeam_erlang as hb
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.websockets import WebSocketDisconnect
+
+log = logging.getLogger("zenith_chat")
+
+MAX_USERNAME = 64
+MAX_MESSAGE = 2000
+
+PAGE = (Path(__file__).parent / "index.html").read_text(encoding="utf-8")
+
+app = FastAPI(title="Zenith chat on Hornbeam")
+
+
+def _enc(name: str) -> str:
+    """Percent-encodes a room or username so it is one safe key/topic segment."""
+    return quote(name, safe="")
+
+
+def room_topic(room_id: str) -> str:
+    return f"zenith:room:{_enc(room_id)}"
+
+
+def conn_topic(conn_id: str) -> str:
+    return f"zenith:conn:{conn_id}"
+
+
+def user_key(room_id: str, conn_id: str) -> str:
+    return f"zenith:room:{_enc(room_id)}:{conn_id}"
+
+
+def room_users(room_id: str) -> list[str]:
+    """Usernames in a room, in join order (one per connection, as the seed listed them)."""
+    keys = hb.state_keys(f"zenith:room:{_enc(room_id)}:")
+    values = hb.state_get_multi(keys)
+    return [values[k] for k in keys if isinstance(values[k], str)]
+
+
+def active_rooms() -> dict[str, list[str]]:
+    """Every room that has at least one user, with its users; rooms sorted by name."""
+    rooms: dict[str, list[str]] = {}
+    keys = hb.state_keys("zenith:room:")
+    values = hb.state_get_multi(keys)
+    for key in keys:
+        username = values[key]
+        if not isinstance(username, str):
+            continue
+        encoded_room = key[len("zenith:room:"):].rpartition(":")[0]
+        rooms.setdefault(unquote(encoded_room), []).append(username)
+    return dict(sorted(rooms.items()))
+
+
+def _frame(event: dict[str, Any]) -> dict[str, Any]:
+    """A bus envelope: the JSON text is made once by the publisher, whatever the fan-out."""
+    return {"text": json.dumps(event)}
+
+
+def broadcast_to_room(room_id: str, event: dict[str, Any]) -> None:
+    hb.publish(room_topic(room_id), _frame(event))
+
+
+def send_to_conn(conn_id: str, event: dict[str, Any]) -> None:
+    hb.publish(conn_topic(conn_id), _frame(event))
+
+
+def send_error(conn_id: str, code: str, message: str) -> None:
+    send_to_conn(conn_id, {"type": "error", "error": code, "message": message})
+
+
+class ChatConnection:
+    """One socket in one room: its handlers for the seed's three frame types, and its cleanup."""
+
+    def __init__(self, websocket: WebSocket, room_id: str, mailbox: hb.Mailbox, conn_id: str):
+        self.websocket = websocket
+        self.room_id = room_id
+        self.mailbox = mailbox
+        self.conn_id = conn_id
+        self.username: Optional[str] = None
+
+    async def read_socket(self) -> None:
+        """Handles client frames until the client goes away."""
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            raw = message.get("text")
+            if raw is None and message.get("bytes") is not None:
+                raw = message["bytes"].decode("utf-8", errors="replace")
+            self.handle_text(raw or "")
+
+    def handle_text(self, raw: str) -> None:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            send_error(self.conn_id, "invalid_json", "frames must be JSON objects")
+            return
+        if not isinstance(data, dict):
+            send_error(self.conn_id, "invalid_json", "frames must be JSON objects")
+            return
+        kind = data.get("type")
+        if kind == "join":
+            self.join(data)
+        elif kind == "message":
+            self.message(data)
+        elif kind == "typing":
+            self.typing(data)
+        else:
+            send_error(self.conn_id, "unknown_type", f"unknown frame type: {kind!r}"[:200])
+
+    def join(self, data: dict[str, Any]) -> None:
+        username = data.get("username")
+        if not isinstance(username, str) or not username.strip() or len(username) > MAX_USERNAME:
+            send_error(self.conn_id, "invalid_username",
+                       f"username must be a non-empty string of at most {MAX_USERNAME} characters")
+            return
+        if self.username is None:
+            self.mailbox.subscribe(room_topic(self.room_id))
+        # A second join renames the connection, as the seed's dict assignment did.
+        self.username = username
+        hb.state_set(user_key(self.room_id, self.conn_id), username)
+        broadcast_to_room(self.room_id, {
+            "type": "user_joined",
+            "username": username,
+            "message": f"{username} joined the room",
+        })
+        send_to_conn(self.conn_id, {"type": "users_list", "users": room_users(self.room_id)})
+
+    def message(self, data: dict[str, Any]) -> None:
+        if self.username is None:
+            send_error(self.conn_id, "not_joined", "send a join frame first")
+            return
+        text = data.get("message")
+        if not isinstance(text, str) or not text.strip():
+            send_error(self.conn_id, "empty_message", "message must be a non-empty string")
+            return
+        if len(text) > MAX_MESSAGE:
+            send_error(self.conn_id, "message_too_long",
+                       f"message must be at most {MAX_MESSAGE} characters")
+            return
+        broadcast_to_room(self.room_id, {
+            "type": "message",
+            "username": self.username,
+            "message": text,
+            # Wall-clock seconds: the seed's event-loop clock means nothing in another process.
+            "timestamp": time.time(),
+        })
+
+    def typing(self, data: dict[str, Any]) -> None:
+        if self.username is None:
+            send_error(self.conn_id, "not_joined", "send a join frame first")
+            return
+        broadcast_to_room(self.room_id, {
+            "type": "typing",
+            "username": self.username,
+            "is_typing": bool(data.get("is_typing", False)),
+        })
+
+    async def write_socket(self) -> None:
+        """Sends what arrives in the mailbox; the only writer of the socket after accept."""
+        while True:
+            item = await self.mailbox.recv()
+            if item.lagged:
+                log.warning("connection %s fell behind: %d events dropped", self.conn_id, item.lagged)
+                continue
+            await self.websocket.send_text(item.message["text"])
+
+    def leave(self) -> None:
+        """Removes the connection's key and tells the room; safe to call however the socket ended."""
+        self.mailbox.close()
+        if self.username is not None:
+            hb.state_delete(user_key(self.room_id, self.conn_id))
+            broadcast_to_room(self.room_id, {
+                "type": "user_left",
+                "username": self.username,
+                "message": f"{self.username} left the room",
+            })
+            self.username = None
+
+
+_EXPECTED_ENDINGS = (WebSocketDisconnect, ConnectionError, hb.MailboxClosed)
+
+
+async def run_until_first_ends(*coros: Awaitable[None]) -> None:
+    """Runs the coroutines as tasks until one ends, then cancels and awaits the others."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(result, _EXPECTED_ENDINGS):
+                log.error("chat connection task failed", exc_info=result)
+
+
+@app.websocket("/ws/chat/{room_id}")
+async def websocket_chat(websocket: WebSocket, room_id: str) -> None:
+    """The seed's endpoint: join, then chat and type; events come from the room's topic."""
+    await websocket.accept()
+    conn_id = f"{hb.state_incr('zenith:next_conn'):012d}"
+    # The handler task's own mailbox; the two child tasks share it explicitly.
+    mailbox = hb.subscribe(conn_topic(conn_id))
+    conn = ChatConnection(websocket, room_id, mailbox, conn_id)
+    try:
+        await run_until_first_ends(conn.read_socket(), conn.write_socket())
+    finally:
+        conn.leave()
+
+
+@app.get("/api/rooms")
+async def get_active_rooms() -> dict[str, Any]:
+    """Active rooms (those with at least one user), with their user counts and users."""
+    return {"rooms": [
+        {"room_id": room_id, "user_count": len(users), "users": users}
+        for room_id, users in active_rooms().items()
+    ]}
+
+
+@app.get("/api/rooms/{room_id}")
+async def get_room_info(room_id: str) -> Any:
+    """One room's users; a 404 with ``{"error": "Room not found"}`` when nobody is in it."""
+    users = room_users(room_id)
+    if not users:
+        return JSONResponse({"error": "Room not found"}, status_code=404)
+    return {"room_id": room_id, "user_count": len(users), "users": users}
+
+
+@app.get("/", response_class=HTMLResponse)
+async def chat_interface(request: Request) -> HTMLResponse:
+    """The chat page; its socket and API URLs start with the ASGI root_path (mount prefix)."""
+    root_path = request.scope.get("root_path", "")
+    return HTMLResponse(PAGE.replace("{{ROOT_PATH}}", html.escape(root_path, quote=True)))
