@@ -30,7 +30,9 @@ impl Clock {
 
     /// The deadline `ttl` from now, in the clock's milliseconds (at least 1 ms ahead).
     pub(crate) fn deadline(&self, ttl: Duration) -> u64 {
-        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX / 2).max(1);
+        let ms = u64::try_from(ttl.as_millis())
+            .unwrap_or(u64::MAX / 2)
+            .max(1);
         self.now_ms().saturating_add(ms)
     }
 }

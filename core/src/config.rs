@@ -39,7 +39,10 @@ pub struct MailboxConfig {
 
 impl Default for MailboxConfig {
     fn default() -> Self {
-        MailboxConfig { capacity: 1024, max_bytes: 8 * 1024 * 1024 }
+        MailboxConfig {
+            capacity: 1024,
+            max_bytes: 8 * 1024 * 1024,
+        }
     }
 }
 

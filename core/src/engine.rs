@@ -31,7 +31,10 @@ impl Engine {
     /// An embedded (in-process) engine.
     pub fn new(config: Config) -> Engine {
         let bus = Bus::new(&config);
-        Engine { store: Store::new(config), bus }
+        Engine {
+            store: Store::new(config),
+            bus,
+        }
     }
 
     /// Opens the engine a URL names: `""` or `embedded://` for the embedded engine.
@@ -72,7 +75,12 @@ impl Engine {
             return Ok(unsafe { &*p });
         }
         let fresh = Box::into_raw(Box::new(Engine::from_env(Config::default())?));
-        match GLOBAL.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        match GLOBAL.compare_exchange(
+            std::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             // SAFETY: `fresh` came from Box::into_raw above and is now owned by GLOBAL forever.
             Ok(_) => Ok(unsafe { &*fresh }),
             Err(winner) => {

@@ -93,7 +93,10 @@ impl fmt::Display for Error {
         match self {
             Error::InvalidKey { key, reason } => write!(f, "invalid key {key:?}: {reason}"),
             Error::ValueTooLarge { key, len, max } => {
-                write!(f, "value for key {key:?} is {len} bytes, over the limit of {max} bytes")
+                write!(
+                    f,
+                    "value for key {key:?} is {len} bytes, over the limit of {max} bytes"
+                )
             }
             Error::NotAnInteger { key } => {
                 write!(f, "value of key {key:?} is not an integer or out of range")
@@ -110,7 +113,10 @@ impl fmt::Display for Error {
                 "message for topic {topic:?} is {len} bytes, over the limit of {max} bytes"
             ),
             Error::TooManySubscriptions { max } => {
-                write!(f, "mailbox already holds the maximum of {max} subscriptions")
+                write!(
+                    f,
+                    "mailbox already holds the maximum of {max} subscriptions"
+                )
             }
             Error::Closed => f.write_str("mailbox is closed"),
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),

@@ -29,7 +29,10 @@ impl Value {
         if let Some(i) = decode_int(bytes) {
             return Ok(Value::Int(i));
         }
-        validate(bytes).map_err(|reason| Error::InvalidValue { key: shorten(what), reason })?;
+        validate(bytes).map_err(|reason| Error::InvalidValue {
+            key: shorten(what),
+            reason,
+        })?;
         Ok(Value::Bytes(Arc::from(bytes)))
     }
 
@@ -155,7 +158,10 @@ pub fn decode_int(bytes: &[u8]) -> Option<i64> {
 pub fn validate(bytes: &[u8]) -> std::result::Result<(), String> {
     let end = skip(bytes, 0, 0)?;
     if end != bytes.len() {
-        return Err(format!("{} trailing bytes after the value", bytes.len() - end));
+        return Err(format!(
+            "{} trailing bytes after the value",
+            bytes.len() - end
+        ));
     }
     Ok(())
 }
@@ -292,7 +298,10 @@ mod tests {
     fn u64_past_i64_is_not_a_counter() {
         let bytes = rmp_serde::to_vec(&u64::MAX).unwrap();
         assert_eq!(decode_int(&bytes), None);
-        assert!(matches!(Value::from_msgpack(&bytes, "k").unwrap(), Value::Bytes(_)));
+        assert!(matches!(
+            Value::from_msgpack(&bytes, "k").unwrap(),
+            Value::Bytes(_)
+        ));
     }
 
     #[test]
@@ -302,8 +311,14 @@ mod tests {
         assert!(validate(&[0x92, 0x01]).is_err(), "truncated array");
         assert!(validate(&[0x01, 0x02]).is_err(), "trailing bytes");
         assert!(validate(&[0xa2, 0xff, 0xfe]).is_err(), "bad utf-8");
-        assert!(validate(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err(), "huge array header");
-        let deep: Vec<u8> = std::iter::repeat(0x91).take(MAX_DEPTH + 2).chain([0xc0]).collect();
+        assert!(
+            validate(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err(),
+            "huge array header"
+        );
+        let deep: Vec<u8> = std::iter::repeat(0x91)
+            .take(MAX_DEPTH + 2)
+            .chain([0xc0])
+            .collect();
         assert!(validate(&deep).unwrap_err().contains("nested"));
     }
 
@@ -314,7 +329,10 @@ mod tests {
             name: String,
             age: u8,
         }
-        let u = User { name: "ann".into(), age: 7 };
+        let u = User {
+            name: "ann".into(),
+            age: 7,
+        };
         let v = Value::encode(&u).unwrap();
         assert_eq!(v.decode::<User>().unwrap(), u);
         assert_eq!(Value::encode(&5i64).unwrap(), Value::Int(5));

@@ -76,14 +76,18 @@ impl Shared {
             0
         };
         self.pushed_bytes.0.fetch_add(len, Ordering::Relaxed);
-        match self.tx.try_send(Item { msg: Some(msg.clone()), lagged_before }) {
+        match self.tx.try_send(Item {
+            msg: Some(msg.clone()),
+            lagged_before,
+        }) {
             Ok(()) => {
                 self.wake();
                 true
             }
             Err(TrySendError::Full(item)) | Err(TrySendError::Disconnected(item)) => {
                 self.pushed_bytes.0.fetch_sub(len, Ordering::Relaxed);
-                self.dropped.fetch_add(item.lagged_before + 1, Ordering::AcqRel);
+                self.dropped
+                    .fetch_add(item.lagged_before + 1, Ordering::AcqRel);
                 false
             }
         }
@@ -95,13 +99,18 @@ impl Shared {
             // Pairs with the fence in `clear_ready`: either we see the flag cleared, or the
             // consumer's re-check sees our message.
             fence(Ordering::SeqCst);
-            if !self.signaled.load(Ordering::Relaxed) && !self.signaled.swap(true, Ordering::AcqRel) {
+            if !self.signaled.load(Ordering::Relaxed) && !self.signaled.swap(true, Ordering::AcqRel)
+            {
                 n.signal();
             }
         }
     }
 
-    fn take(&self, item: Item, held: &Mutex<Option<Arc<Message>>>) -> std::result::Result<Arc<Message>, RecvError> {
+    fn take(
+        &self,
+        item: Item,
+        held: &Mutex<Option<Arc<Message>>>,
+    ) -> std::result::Result<Arc<Message>, RecvError> {
         let Some(msg) = item.msg else {
             return Err(RecvError::Closed);
         };
@@ -128,13 +137,21 @@ pub struct Mailbox {
 
 impl std::fmt::Debug for Mailbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mailbox").field("id", &self.shared.id).field("len", &self.len()).finish()
+        f.debug_struct("Mailbox")
+            .field("id", &self.shared.id)
+            .field("len", &self.len())
+            .finish()
     }
 }
 
 impl Mailbox {
     pub(crate) fn new(bus: Arc<BusInner>, shared: Arc<Shared>) -> Mailbox {
-        Mailbox { shared, bus, subs: Mutex::new(Vec::new()), held: Mutex::new(None) }
+        Mailbox {
+            shared,
+            bus,
+            subs: Mutex::new(Vec::new()),
+            held: Mutex::new(None),
+        }
     }
 
     /// A number unique to this mailbox within its bus.
@@ -153,7 +170,9 @@ impl Mailbox {
             return Ok(false);
         }
         if subs.len() >= self.bus.limits.max_subscriptions_per_mailbox {
-            return Err(Error::TooManySubscriptions { max: self.bus.limits.max_subscriptions_per_mailbox });
+            return Err(Error::TooManySubscriptions {
+                max: self.bus.limits.max_subscriptions_per_mailbox,
+            });
         }
         self.bus.add(pattern, &self.shared);
         subs.push(pattern.into());
@@ -204,7 +223,10 @@ impl Mailbox {
     /// Takes the next message, waiting up to `timeout` (forever with `None`).
     ///
     /// Errors as [`Mailbox::try_recv`], with [`RecvError::Timeout`] instead of `Empty`.
-    pub fn recv_timeout(&self, timeout: Option<Duration>) -> std::result::Result<Arc<Message>, RecvError> {
+    pub fn recv_timeout(
+        &self,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<Arc<Message>, RecvError> {
         match self.try_recv() {
             Err(RecvError::Empty) => {}
             other => return other,
@@ -212,11 +234,16 @@ impl Mailbox {
         let item = match timeout {
             None => self.shared.rx.recv().map_err(|_| RecvError::Closed)?,
             Some(t) => {
-                let deadline = Instant::now().checked_add(t).unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365));
-                self.shared.rx.recv_deadline(deadline).map_err(|e| match e {
-                    crossbeam_channel::RecvTimeoutError::Timeout => RecvError::Timeout,
-                    crossbeam_channel::RecvTimeoutError::Disconnected => RecvError::Closed,
-                })?
+                let deadline = Instant::now()
+                    .checked_add(t)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365));
+                self.shared
+                    .rx
+                    .recv_deadline(deadline)
+                    .map_err(|e| match e {
+                        crossbeam_channel::RecvTimeoutError::Timeout => RecvError::Timeout,
+                        crossbeam_channel::RecvTimeoutError::Disconnected => RecvError::Closed,
+                    })?
             }
         };
         if self.shared.closed.load(Ordering::Acquire) {
@@ -257,7 +284,9 @@ impl Mailbox {
         let n = match self.shared.notifier.get() {
             Some(n) => n,
             None => {
-                let created = Notifier::new().map_err(|e| Error::Backend(format!("cannot create readiness descriptor: {e}")))?;
+                let created = Notifier::new().map_err(|e| {
+                    Error::Backend(format!("cannot create readiness descriptor: {e}"))
+                })?;
                 let _ = self.shared.notifier.set(created);
                 let n = self.shared.notifier.get().ok_or(Error::Closed)?;
                 // Messages queued before the descriptor existed signalled nothing: signal now.
@@ -303,7 +332,10 @@ impl Mailbox {
             }
         }
         self.held.lock().take();
-        let _ = self.shared.tx.try_send(Item { msg: None, lagged_before: 0 });
+        let _ = self.shared.tx.try_send(Item {
+            msg: None,
+            lagged_before: 0,
+        });
         if let Some(n) = self.shared.notifier.get() {
             n.signal();
         }

@@ -57,7 +57,10 @@ pub struct Message {
 impl Message {
     /// A message (the bus builds these; public for backends and tests).
     pub fn new(topic: &str, payload: impl Into<Box<[u8]>>) -> Message {
-        Message { topic: topic.into(), payload: payload.into() }
+        Message {
+            topic: topic.into(),
+            payload: payload.into(),
+        }
     }
 
     /// The topic it was published to.
@@ -153,7 +156,9 @@ pub struct Bus {
 
 impl fmt::Debug for Bus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Bus").field("subscriptions", &self.subscription_count()).finish()
+        f.debug_struct("Bus")
+            .field("subscriptions", &self.subscription_count())
+            .finish()
     }
 }
 
@@ -194,7 +199,10 @@ impl Bus {
                 max: self.inner.limits.max_message_len,
             });
         }
-        Ok(self.deliver(&Arc::new(Message { topic: topic.into(), payload })))
+        Ok(self.deliver(&Arc::new(Message {
+            topic: topic.into(),
+            payload,
+        })))
     }
 
     /// Queues an already-built message into matching mailboxes (no checks; for backends).

@@ -20,7 +20,10 @@ impl Notifier {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(Notifier { read_fd: fd, write_fd: fd })
+        Ok(Notifier {
+            read_fd: fd,
+            write_fd: fd,
+        })
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -37,7 +40,10 @@ impl Notifier {
                 libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
             }
         }
-        Ok(Notifier { read_fd: fds[0], write_fd: fds[1] })
+        Ok(Notifier {
+            read_fd: fds[0],
+            write_fd: fds[1],
+        })
     }
 
     /// The descriptor to wait on for readability.
@@ -51,7 +57,11 @@ impl Notifier {
         // SAFETY: writes 8 bytes from a live u64 to a descriptor owned by self. A full pipe or a
         // saturated eventfd (EAGAIN) already reads as ready, so the result can be ignored.
         unsafe {
-            libc::write(self.write_fd, (&one as *const u64).cast(), std::mem::size_of::<u64>());
+            libc::write(
+                self.write_fd,
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            );
         }
     }
 

@@ -11,7 +11,10 @@ pub const ONE: &str = "*";
 pub const TAIL: &str = ">";
 
 fn invalid(topic: &str, reason: &str) -> Error {
-    Error::InvalidTopic { topic: shorten(topic), reason: reason.to_owned() }
+    Error::InvalidTopic {
+        topic: shorten(topic),
+        reason: reason.to_owned(),
+    }
 }
 
 fn check_len(topic: &str, max_len: usize) -> Result<()> {
@@ -19,7 +22,10 @@ fn check_len(topic: &str, max_len: usize) -> Result<()> {
         return Err(invalid(topic, "topic is empty"));
     }
     if topic.len() > max_len {
-        return Err(invalid(topic, &format!("{} bytes, over the limit of {max_len} bytes", topic.len())));
+        return Err(invalid(
+            topic,
+            &format!("{} bytes, over the limit of {max_len} bytes", topic.len()),
+        ));
     }
     Ok(())
 }
@@ -28,7 +34,10 @@ fn check_len(topic: &str, max_len: usize) -> Result<()> {
 pub fn check_topic(topic: &str, max_len: usize) -> Result<()> {
     check_len(topic, max_len)?;
     if topic.split(SEPARATOR).any(|s| s == ONE || s == TAIL) {
-        return Err(invalid(topic, "a published topic cannot hold a wildcard segment ('*' or '>')"));
+        return Err(invalid(
+            topic,
+            "a published topic cannot hold a wildcard segment ('*' or '>')",
+        ));
     }
     Ok(())
 }

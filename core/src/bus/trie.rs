@@ -20,7 +20,10 @@ pub(crate) struct Node {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.star.is_none() && self.here.is_empty() && self.tail.is_empty()
+        self.children.is_empty()
+            && self.star.is_none()
+            && self.here.is_empty()
+            && self.tail.is_empty()
     }
 
     /// Adds `sub` under `pattern`. The caller has checked the pattern and that the mailbox does
@@ -62,14 +65,18 @@ impl Node {
             return drop_from(&mut self.tail);
         }
         if seg == ONE {
-            let Some(star) = self.star.as_mut() else { return false };
+            let Some(star) = self.star.as_mut() else {
+                return false;
+            };
             let removed = star.remove_at(rest, id);
             if star.is_empty() {
                 self.star = None;
             }
             return removed;
         }
-        let Some(child) = self.children.get_mut(seg) else { return false };
+        let Some(child) = self.children.get_mut(seg) else {
+            return false;
+        };
         let removed = child.remove_at(rest, id);
         if child.is_empty() {
             self.children.remove(seg);

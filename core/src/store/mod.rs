@@ -77,7 +77,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("shards", &self.inner.shards.len()).finish()
+        f.debug_struct("Store")
+            .field("shards", &self.inner.shards.len())
+            .finish()
     }
 }
 
@@ -85,7 +87,9 @@ impl Store {
     /// A new, empty store.
     pub fn new(config: Config) -> Store {
         let n = config.shards.clamp(1, 1 << 16).next_power_of_two();
-        let shards = (0..n).map(|_| Padded(RwLock::new(Shard::default()))).collect();
+        let shards = (0..n)
+            .map(|_| Padded(RwLock::new(Shard::default())))
+            .collect();
         Store {
             inner: Arc::new(Inner {
                 shards,
@@ -158,7 +162,10 @@ impl Store {
     pub fn get(&self, key: &str) -> Result<Option<Value>> {
         let hash = self.check_key(key)?;
         let shard = self.shard(hash).read();
-        Ok(shard.find(hash, key).filter(|e| e.is_live(|| self.now())).map(|e| e.value.clone()))
+        Ok(shard
+            .find(hash, key)
+            .filter(|e| e.is_live(|| self.now()))
+            .map(|e| e.value.clone()))
     }
 
     /// Sets `key` to `value`, with an optional time to live (replacing any previous TTL).
@@ -169,7 +176,9 @@ impl Store {
         let hash = self.check_key(key)?;
         self.check_value(key, &value)?;
         let expires_at = self.deadline(ttl);
-        self.shard(hash).write().upsert(hash, hash_key, key, value, expires_at);
+        self.shard(hash)
+            .write()
+            .upsert(hash, hash_key, key, value, expires_at);
         Ok(())
     }
 
@@ -230,7 +239,9 @@ impl Store {
                 let Value::Int(cur) = e.value else {
                     return Err(Error::NotAnInteger { key: shorten(key) });
                 };
-                let new = cur.checked_add(delta).ok_or_else(|| Error::Overflow { key: shorten(key) })?;
+                let new = cur
+                    .checked_add(delta)
+                    .ok_or_else(|| Error::Overflow { key: shorten(key) })?;
                 let old_len = e.value.encoded_len();
                 e.value = Value::Int(new);
                 let new_len = e.value.encoded_len();
@@ -254,7 +265,11 @@ impl Store {
     ///
     /// **Locking behaviour:** one exclusive shard lock at a time; each key is atomic, the batch is
     /// not a transaction.
-    pub fn set_many<S: AsRef<str>>(&self, items: Vec<(S, Value)>, ttl: Option<Duration>) -> Result<()> {
+    pub fn set_many<S: AsRef<str>>(
+        &self,
+        items: Vec<(S, Value)>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
         for (k, v) in &items {
             self.check_key(k.as_ref())?;
             self.check_value(k.as_ref(), v)?;
@@ -321,7 +336,9 @@ impl Store {
         let shard = self.shard(hash).read();
         Ok(match shard.find(hash, key) {
             Some(e) if e.expires_at == 0 => Ttl::Persistent,
-            Some(e) if e.expires_at > now => Ttl::Expires(Duration::from_millis(e.expires_at - now)),
+            Some(e) if e.expires_at > now => {
+                Ttl::Expires(Duration::from_millis(e.expires_at - now))
+            }
             _ => Ttl::Missing,
         })
     }
@@ -353,7 +370,11 @@ impl Store {
 
     /// Bytes held by values (keys and bookkeeping excluded).
     pub fn value_bytes(&self) -> usize {
-        self.inner.shards.iter().map(|s| s.0.read().value_bytes).sum()
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.0.read().value_bytes)
+            .sum()
     }
 
     /// Removes every key.
@@ -378,14 +399,16 @@ impl Store {
             return;
         }
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let spawned = std::thread::Builder::new().name("hornbeam-reaper".into()).spawn(move || {
-            // Bounded by the store's life: exits as soon as the last handle is dropped.
-            loop {
-                std::thread::sleep(REAP_INTERVAL);
-                let Some(inner) = weak.upgrade() else { return };
-                reap(&inner);
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name("hornbeam-reaper".into())
+            .spawn(move || {
+                // Bounded by the store's life: exits as soon as the last handle is dropped.
+                loop {
+                    std::thread::sleep(REAP_INTERVAL);
+                    let Some(inner) = weak.upgrade() else { return };
+                    reap(&inner);
+                }
+            });
         if spawned.is_err() {
             // No thread: expired keys are still invisible and are reclaimed by `reap_expired`.
             self.inner.reaper_started.store(false, Ordering::Release);
@@ -423,7 +446,10 @@ mod tests {
 
     fn manual() -> (Store, ManualClock) {
         let clock = ManualClock::new();
-        let store = Store::new(Config { clock: Clock::Manual(clock.clone()), ..Default::default() });
+        let store = Store::new(Config {
+            clock: Clock::Manual(clock.clone()),
+            ..Default::default()
+        });
         (store, clock)
     }
 
@@ -431,7 +457,8 @@ mod tests {
     fn index_follows_deletes_and_expiry() {
         let (s, clock) = manual();
         s.set("a", Value::Int(1), None).unwrap();
-        s.set("b", Value::Int(1), Some(Duration::from_secs(1))).unwrap();
+        s.set("b", Value::Int(1), Some(Duration::from_secs(1)))
+            .unwrap();
         assert!(s.delete("a").unwrap());
         clock.advance(Duration::from_secs(2));
         assert_eq!(s.reap_expired(), 1);

@@ -87,7 +87,15 @@ impl Shard {
             self.expiries.insert((expires_at, k.clone()));
         }
         self.value_bytes += new_len;
-        self.table.insert_unique(hash, Entry { key: k, value, expires_at }, |e| hasher(&e.key));
+        self.table.insert_unique(
+            hash,
+            Entry {
+                key: k,
+                value,
+                expires_at,
+            },
+            |e| hasher(&e.key),
+        );
     }
 
     /// Moves a key in the expiry queue from `old` to `new` (0 = none).
@@ -119,7 +127,9 @@ impl Shard {
 
     /// Live keys starting with `prefix`, in order, appended to `out`.
     pub(crate) fn keys_with_prefix(&self, prefix: &str, now: u64, out: &mut Vec<Arc<str>>) {
-        let range = self.index.range::<str, _>((Bound::Included(prefix), Bound::Unbounded));
+        let range = self
+            .index
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded));
         for key in range {
             if !key.starts_with(prefix) {
                 break;
