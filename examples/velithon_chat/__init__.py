@@ -1,0 +1,1 @@
+"""Velithon chat (seed 004) on the Hornbeam engine; see app.py."""
