@@ -1,0 +1,1 @@
+"""The `make run` demo: a home page and every example app mounted under its prefix."""
