@@ -1,0 +1,118 @@
+"""The ASGI endpoint: the channel socket at ``<path>/websocket`` and the client at
+``<path>/hornbeam.js``, alone or in front of another ASGI app."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Optional
+
+from ._connection import ConnectHook, Connection, Options
+
+log = logging.getLogger("hornbeam_channels")
+
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
+                    Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+
+CLIENT_JS = Path(__file__).with_name("static") / "hornbeam.js"
+
+
+def _route_path(scope: dict[str, Any]) -> str:
+    # Mounted apps (Starlette's Mount) see the full path with the mount point in root_path.
+    path: str = scope.get("path", "/")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return path or "/"
+
+
+class ChannelsEndpoint:
+    """An ASGI app serving channel sockets; see :func:`asgi_endpoint`."""
+
+    def __init__(self, path: str = "/ws", app: Optional[ASGIApp] = None, *,
+                 heartbeat_timeout: Optional[float] = 60.0,
+                 max_frame_bytes: int = 1024 * 1024,
+                 on_connect: Optional[ConnectHook] = None,
+                 serve_client: bool = True) -> None:
+        base = "/" + path.strip("/") if path.strip("/") else ""
+        self.path = base or "/"
+        self.socket_paths = {base + "/websocket", base or "/"}
+        self.client_path = base + "/hornbeam.js" if serve_client else None
+        self.app = app
+        if max_frame_bytes < 64:
+            raise ValueError("max_frame_bytes must be at least 64")
+        self.options = Options(heartbeat_timeout, max_frame_bytes, on_connect)
+        self._client: Optional[bytes] = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        kind = scope["type"]
+        if kind == "websocket" and _route_path(scope) in self.socket_paths:
+            await Connection(scope, receive, send, self.options).run()
+        elif kind == "http" and self.client_path and _route_path(scope) == self.client_path:
+            await self._serve_client(scope, send)
+        elif self.app is not None:
+            await self.app(scope, receive, send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+        elif kind == "http":
+            await _respond(send, 404, b"Not Found", "text/plain; charset=utf-8")
+
+    async def _serve_client(self, scope: dict[str, Any],
+                            send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        if scope.get("method") not in ("GET", "HEAD"):
+            await _respond(send, 405, b"Method Not Allowed", "text/plain; charset=utf-8")
+            return
+        if self._client is None:
+            self._client = CLIENT_JS.read_bytes()
+        body = b"" if scope.get("method") == "HEAD" else self._client
+        await _respond(send, 200, body, "application/javascript; charset=utf-8",
+                       length=len(self._client))
+
+
+async def _respond(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, body: bytes,
+                   content_type: str, length: Optional[int] = None) -> None:
+    headers = [(b"content-type", content_type.encode()),
+               (b"content-length", str(len(body) if length is None else length).encode()),
+               (b"cache-control", b"no-cache")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Callable[[], Awaitable[dict[str, Any]]],
+                    send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def asgi_endpoint(path: str = "/ws", app: Optional[ASGIApp] = None, *,
+                  heartbeat_timeout: Optional[float] = 60.0,
+                  max_frame_bytes: int = 1024 * 1024,
+                  on_connect: Optional[ConnectHook] = None,
+                  serve_client: bool = True) -> ChannelsEndpoint:
+    """An ASGI app serving the channels defined with :func:`channel`.
+
+    * WebSocket at ``<path>/websocket`` (where both JavaScript clients connect when given
+      ``path``) and at ``<path>`` itself;
+    * the JavaScript client at ``<path>/hornbeam.js`` (unless ``serve_client=False``);
+    * everything else goes to ``app`` when given (so ``asgi_endpoint("/ws", app=my_app)`` wraps
+      an app), or gets a 404.
+
+    To mount it in Starlette or FastAPI instead: ``Mount("/ws", app=asgi_endpoint(""))``.
+
+    ``heartbeat_timeout``: a connection that sends nothing (not even a heartbeat) for this many
+    seconds is closed and its presences removed; None disables it. ``max_frame_bytes``: larger
+    frames are answered with an error and dropped. ``on_connect(params, scope)`` (plain or
+    async) sees the connect parameters before the socket is accepted: False refuses it, a dict
+    becomes the initial assigns of every channel socket of the connection.
+    """
+    return ChannelsEndpoint(path, app, heartbeat_timeout=heartbeat_timeout,
+                            max_frame_bytes=max_frame_bytes, on_connect=on_connect,
+                            serve_client=serve_client)
