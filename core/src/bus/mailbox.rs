@@ -24,6 +24,16 @@ struct Item {
 #[derive(Default)]
 struct PaddedUsize(AtomicUsize);
 
+/// The publishers' counters, on one line: bytes ever accepted, and the last value of the
+/// consumer's counter they read (re-read only when the bound looks reached, so a publisher does
+/// not pull the consumer's cache line on every message).
+#[repr(align(128))]
+#[derive(Default)]
+struct PublisherSide {
+    pushed: AtomicUsize,
+    popped_seen: AtomicUsize,
+}
+
 /// The publisher-facing side of a mailbox, held by the subscription trie.
 pub(crate) struct Shared {
     pub(crate) id: u64,
@@ -31,7 +41,7 @@ pub(crate) struct Shared {
     rx: Receiver<Item>,
     max_bytes: usize,
     /// Bytes ever accepted (written by publishers) and ever taken (written by the consumer).
-    pushed_bytes: PaddedUsize,
+    publisher: PublisherSide,
     popped_bytes: PaddedUsize,
     /// Messages dropped since the last lag notice was queued.
     dropped: AtomicU64,
@@ -49,7 +59,7 @@ impl Shared {
             tx,
             rx,
             max_bytes: config.max_bytes.max(1),
-            pushed_bytes: PaddedUsize::default(),
+            publisher: PublisherSide::default(),
             popped_bytes: PaddedUsize::default(),
             dropped: AtomicU64::new(0),
             notifier: OnceLock::new(),
@@ -63,19 +73,24 @@ impl Shared {
     #[inline]
     pub(crate) fn push(&self, msg: &Arc<Message>) -> bool {
         let len = msg.size();
-        let pushed = self.pushed_bytes.0.load(Ordering::Relaxed);
-        let used = pushed.saturating_sub(self.popped_bytes.0.load(Ordering::Relaxed));
-        // An oversized message still fits in an empty mailbox, so it is never undeliverable.
-        if used != 0 && used + len > self.max_bytes {
-            self.dropped.fetch_add(1, Ordering::AcqRel);
-            return false;
+        let pushed = self.publisher.pushed.load(Ordering::Relaxed);
+        let mut used = pushed.saturating_sub(self.publisher.popped_seen.load(Ordering::Relaxed));
+        if used + len > self.max_bytes {
+            let popped = self.popped_bytes.0.load(Ordering::Relaxed);
+            self.publisher.popped_seen.store(popped, Ordering::Relaxed);
+            used = pushed.saturating_sub(popped);
+            // An oversized message still fits in an empty mailbox, so it is never undeliverable.
+            if used != 0 && used + len > self.max_bytes {
+                self.dropped.fetch_add(1, Ordering::AcqRel);
+                return false;
+            }
         }
         let lagged_before = if self.dropped.load(Ordering::Relaxed) != 0 {
             self.dropped.swap(0, Ordering::AcqRel)
         } else {
             0
         };
-        self.pushed_bytes.0.fetch_add(len, Ordering::Relaxed);
+        self.publisher.pushed.fetch_add(len, Ordering::Relaxed);
         match self.tx.try_send(Item {
             msg: Some(msg.clone()),
             lagged_before,
@@ -85,7 +100,7 @@ impl Shared {
                 true
             }
             Err(TrySendError::Full(item)) | Err(TrySendError::Disconnected(item)) => {
-                self.pushed_bytes.0.fetch_sub(len, Ordering::Relaxed);
+                self.publisher.pushed.fetch_sub(len, Ordering::Relaxed);
                 self.dropped
                     .fetch_add(item.lagged_before + 1, Ordering::AcqRel);
                 false
@@ -106,20 +121,45 @@ impl Shared {
         }
     }
 
-    fn take(
-        &self,
-        item: Item,
-        held: &Mutex<Option<Arc<Message>>>,
-    ) -> std::result::Result<Arc<Message>, RecvError> {
+    fn take(&self, item: Item, held: &Held) -> std::result::Result<Arc<Message>, RecvError> {
         let Some(msg) = item.msg else {
             return Err(RecvError::Closed);
         };
         self.popped_bytes.0.fetch_add(msg.size(), Ordering::Relaxed);
         if item.lagged_before > 0 {
-            *held.lock() = Some(msg);
+            held.put(msg);
             return Err(RecvError::Lagged(item.lagged_before));
         }
         Ok(msg)
+    }
+}
+
+/// A message taken from the queue behind a lag notice, handed out by the next receive. The flag
+/// keeps the common path (nothing held) free of the lock.
+#[derive(Default)]
+struct Held {
+    any: AtomicBool,
+    msg: Mutex<Option<Arc<Message>>>,
+}
+
+impl Held {
+    fn put(&self, msg: Arc<Message>) {
+        *self.msg.lock() = Some(msg);
+        self.any.store(true, Ordering::Release);
+    }
+
+    #[inline]
+    fn take(&self) -> Option<Arc<Message>> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut slot = self.msg.lock();
+        self.any.store(false, Ordering::Release);
+        slot.take()
+    }
+
+    fn is_some(&self) -> bool {
+        self.any.load(Ordering::Acquire)
     }
 }
 
@@ -131,8 +171,7 @@ pub struct Mailbox {
     pub(crate) shared: Arc<Shared>,
     bus: Arc<BusInner>,
     subs: Mutex<Vec<Box<str>>>,
-    /// A message taken from the queue behind a lag notice, handed out by the next receive.
-    held: Mutex<Option<Arc<Message>>>,
+    held: Held,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -150,7 +189,7 @@ impl Mailbox {
             shared,
             bus,
             subs: Mutex::new(Vec::new()),
-            held: Mutex::new(None),
+            held: Held::default(),
         }
     }
 
@@ -206,12 +245,17 @@ impl Mailbox {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(RecvError::Closed);
         }
-        if let Some(m) = self.held.lock().take() {
+        if let Some(m) = self.held.take() {
             return Ok(m);
         }
         match self.shared.rx.try_recv() {
             Ok(item) => self.shared.take(item, &self.held),
+            // Read before writing: a consumer polling an empty mailbox must not keep pulling the
+            // publishers' cache line.
             Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => {
+                if self.shared.dropped.load(Ordering::Relaxed) == 0 {
+                    return Err(RecvError::Empty);
+                }
                 match self.shared.dropped.swap(0, Ordering::AcqRel) {
                     0 => Err(RecvError::Empty),
                     n => Err(RecvError::Lagged(n)),
@@ -267,7 +311,7 @@ impl Mailbox {
 
     /// Number of messages queued.
     pub fn len(&self) -> usize {
-        self.shared.rx.len() + usize::from(self.held.lock().is_some())
+        self.shared.rx.len() + usize::from(self.held.is_some())
     }
 
     /// Whether no message is queued.
@@ -331,7 +375,7 @@ impl Mailbox {
                 break;
             }
         }
-        self.held.lock().take();
+        self.held.take();
         let _ = self.shared.tx.try_send(Item {
             msg: None,
             lagged_before: 0,

@@ -47,36 +47,42 @@ use crate::error::{shorten, Error, Result};
 pub use mailbox::Mailbox;
 use mailbox::Shared;
 
-/// A published message, shared by every mailbox it reached.
+/// A published message, shared by every mailbox it reached (topic and payload in one
+/// allocation).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Message {
-    topic: Box<str>,
-    payload: Box<[u8]>,
+    /// The topic's bytes followed by the payload's.
+    data: Box<[u8]>,
+    topic_len: usize,
 }
 
 impl Message {
     /// A message (the bus builds these; public for backends and tests).
-    pub fn new(topic: &str, payload: impl Into<Box<[u8]>>) -> Message {
+    pub fn new(topic: &str, payload: &[u8]) -> Message {
+        let mut data = Vec::with_capacity(topic.len() + payload.len());
+        data.extend_from_slice(topic.as_bytes());
+        data.extend_from_slice(payload);
         Message {
-            topic: topic.into(),
-            payload: payload.into(),
+            data: data.into_boxed_slice(),
+            topic_len: topic.len(),
         }
     }
 
     /// The topic it was published to.
     pub fn topic(&self) -> &str {
-        &self.topic
+        // SAFETY: the first `topic_len` bytes were copied from a `&str` in `new` and never change.
+        unsafe { std::str::from_utf8_unchecked(&self.data[..self.topic_len]) }
     }
 
     /// The payload bytes (MessagePack when published from Python).
     pub fn payload(&self) -> &[u8] {
-        &self.payload
+        &self.data[self.topic_len..]
     }
 
     /// Bytes it counts for against a mailbox's byte bound.
     #[inline]
     pub(crate) fn size(&self) -> usize {
-        self.topic.len() + self.payload.len()
+        self.data.len()
     }
 }
 
@@ -189,8 +195,8 @@ impl Bus {
 
     /// Publishes `payload` to every mailbox subscribed to `topic` (directly or by pattern);
     /// returns how many mailboxes accepted it (a full mailbox drops it and counts a lag).
-    pub fn publish(&self, topic: &str, payload: impl Into<Box<[u8]>>) -> Result<usize> {
-        let payload = payload.into();
+    pub fn publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<usize> {
+        let payload = payload.as_ref();
         topic::check_topic(topic, self.inner.limits.max_topic_len)?;
         if payload.len() > self.inner.limits.max_message_len {
             return Err(Error::MessageTooLarge {
@@ -199,10 +205,7 @@ impl Bus {
                 max: self.inner.limits.max_message_len,
             });
         }
-        Ok(self.deliver(&Arc::new(Message {
-            topic: topic.into(),
-            payload,
-        })))
+        Ok(self.deliver(&Arc::new(Message::new(topic, payload))))
     }
 
     /// Queues an already-built message into matching mailboxes (no checks; for backends).

@@ -3,6 +3,8 @@
 //! match it, not on how many unrelated subscriptions there are.
 
 use std::collections::HashMap;
+
+type Map<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use super::mailbox::Shared;
@@ -10,7 +12,7 @@ use super::topic::{ONE, SEPARATOR, TAIL};
 
 #[derive(Default)]
 pub(crate) struct Node {
-    children: HashMap<Box<str>, Node>,
+    children: Map<Node>,
     star: Option<Box<Node>>,
     /// Subscribers whose pattern ends here.
     here: Vec<Arc<Shared>>,
