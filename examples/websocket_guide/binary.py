@@ -22,6 +22,7 @@ def process_binary(data: bytes) -> bytes:
 
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
+        await receive()  # the handshake request, websocket.connect, comes first
         await send({"type": "websocket.accept"})
 
         while True:

@@ -89,6 +89,7 @@ async def push_metrics(send: Send) -> None:
 
 async def _application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
+        await receive()  # the handshake request, websocket.connect, comes first
         await send({"type": "websocket.accept"})
 
         # Start background task to push updates

@@ -11,6 +11,7 @@ from ._asgi import Receive, Scope, Send, handle_lifespan, respond_html, tester_p
 
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
+        await receive()  # the handshake request, websocket.connect, comes first
         # Accept the connection
         await send({"type": "websocket.accept"})
 

@@ -46,6 +46,7 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
         accepted = False
         try:
+            await receive()  # the handshake request, websocket.connect, comes first
             await send({"type": "websocket.accept"})
             accepted = True
             await handle_websocket(scope, receive, send)

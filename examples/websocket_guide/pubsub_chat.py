@@ -29,6 +29,8 @@ MAX_FRAME_CHARS = 16 * 1024
 
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
+        await receive()  # the handshake request, websocket.connect, comes first
+
         # Get room from path: /chat/room-name
         path = route_path(scope)
         room = path.split("/")[-1] or "default"
@@ -36,7 +38,9 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "websocket.close", "code": 1008})
             return
         await send({"type": "websocket.accept"})
-        topic = f"chat:{room}"
+        # The seed's topic is chat:<room>; prefixed so it cannot meet the chat example's rooms
+        # when both run in one process (the demo).
+        topic = f"guide:chat:{room}"
 
         # Subscribe to room
         mb = subscribe(topic)

@@ -46,6 +46,7 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
         # Check requested subprotocols and choose one we support
         subprotocol = choose_subprotocol(scope.get("subprotocols", []))
 
+        await receive()  # the handshake request, websocket.connect, comes first
         await send({"type": "websocket.accept", "subprotocol": subprotocol})
 
         # Handle based on protocol

@@ -33,6 +33,7 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
         # Generate unique client ID
         client_id = str(uuid.uuid4())
 
+        await receive()  # the handshake request, websocket.connect, comes first
         await send({"type": "websocket.accept"})
 
         # Register client
