@@ -128,14 +128,14 @@ def room_users(room: str) -> list[str]:
     """Users with at least one connection in the room, sorted, each once."""
     prefix = f"velithon:room:{_enc(room)}:"
     users = {key[len(prefix):].partition(":")[0] for key in hb.state_keys(prefix)}
-    return [unquote(u) for u in sorted(users)]
+    return sorted(unquote(u) for u in users)
 
 
 def active_rooms() -> list[str]:
     """Rooms with at least one connection, sorted."""
     prefix = "velithon:room:"
     rooms = {key[len(prefix):].partition(":")[0] for key in hb.state_keys(prefix)}
-    return [unquote(r) for r in sorted(rooms)]
+    return sorted(unquote(r) for r in rooms)
 
 
 def is_online(username: str) -> bool:
