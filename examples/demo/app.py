@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 EXAMPLES: list[tuple[str, str, str]] = [
     ("/chat", "examples.websocket_chat.app:application", "WebSocket chat (seed 000)"),
     ("/guide", "examples.websocket_guide.app:app", "WebSocket guide (seed 001)"),
+    ("/zenith", "examples.zenith_chat.app:app", "Zenith chat (seed 003)"),
+    ("/velithon", "examples.velithon_chat.app:app", "Velithon chat with tokens, persistence, rate limits, private messages (seed 004)"),
 ]
 
 
