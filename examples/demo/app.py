@@ -35,6 +35,7 @@ EXAMPLES: list[tuple[str, str, str]] = [
     ("/guide", "examples.websocket_guide.app:app", "WebSocket guide (seed 001)"),
     ("/zenith", "examples.zenith_chat.app:app", "Zenith chat (seed 003)"),
     ("/velithon", "examples.velithon_chat.app:app", "Velithon chat with tokens, persistence, rate limits, private messages (seed 004)"),
+    ("/channels", "examples.channels_chat.app:app", "Channels chat with presence, typing and history (seed 002)"),
 ]
 
 
