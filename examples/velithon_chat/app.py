@@ -335,7 +335,9 @@ class ChatConnection:
             await self.websocket.send_text(envelope["text"])
 
 
-_EXPECTED_ENDINGS = (WebSocketDisconnect, ConnectionError, hb.MailboxClosed)
+# How a connection normally ends: the client left (uvicorn's ClientDisconnected is an
+# OSError) or the mailbox was closed by the cleanup.
+_EXPECTED_ENDINGS = (WebSocketDisconnect, OSError, hb.MailboxClosed)
 
 
 async def run_until_first_ends(*coros: Awaitable[None]) -> None:

@@ -215,7 +215,9 @@ class ChatConnection:
             self.username = None
 
 
-_EXPECTED_ENDINGS = (WebSocketDisconnect, ConnectionError, hb.MailboxClosed)
+# How a connection normally ends: the client left (uvicorn's ClientDisconnected is an
+# OSError) or the mailbox was closed by the cleanup.
+_EXPECTED_ENDINGS = (WebSocketDisconnect, OSError, hb.MailboxClosed)
 
 
 async def run_until_first_ends(*coros: Awaitable[None]) -> None:

@@ -346,8 +346,8 @@ def test_socket_refuses_bad_tokens_with_1008(serve, tmp_path):
         "three parts": f"{good}.x",
     }
 
-    async def refused(tok: Optional[str]) -> ConnectionClosed:
-        async with connect(ws_url(server, "general", "alice", tok)) as ws:
+    async def refused(tok: Optional[str], room: str = "general") -> ConnectionClosed:
+        async with connect(ws_url(server, room, "alice", tok)) as ws:
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), 5)
         return closed.value
@@ -357,6 +357,9 @@ def test_socket_refuses_bad_tokens_with_1008(serve, tmp_path):
             closed = await refused(tok)
             assert closed.rcvd is not None and closed.rcvd.code == 1008, name
             assert "token" in closed.rcvd.reason, name
+        long_room = await refused(good, "r" * 65)
+        assert long_room.rcvd is not None and long_room.rcvd.code == 1008
+        assert long_room.rcvd.reason == "invalid room name"
         async with httpx.AsyncClient(base_url=server.url, headers=auth(good)) as http:
             assert (await http.get("/api/rooms")).json() == {"rooms": []}
         async with connect(ws_url(server, "general", "alice", good)) as ws:

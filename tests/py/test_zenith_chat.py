@@ -200,9 +200,10 @@ def test_error_frames_keep_the_connection_and_reach_nobody_else(serve):
             await expect_error(ws, {"type": "message", "message": ["x"]}, "empty_message")
             await expect_error(ws, {"type": "message", "message": "x" * 2001}, "message_too_long")
             await assert_silent(watcher)
-            # Still connected and joined after all that.
-            await send(ws, {"type": "message", "message": "still here"})
-            assert (await recv_json(watcher))["message"] == "still here"
+            # Still connected and joined after all that; a username in the frame is not trusted.
+            await send(ws, {"type": "message", "message": "still here", "username": "spoof", "room": "x"})
+            event = await recv_json(watcher)
+            assert (event["username"], event["message"]) == ("late", "still here")
             assert (await recv_json(ws))["message"] == "still here"
 
     run(scenario())
