@@ -1,0 +1,366 @@
+"""Chat fan-out benchmark: our WebSocket chat beside the Zenith way, on the same uvicorn, in one run.
+
+For each app: start uvicorn (same version, same options), connect `--clients` users to one room,
+then
+
+1. paced: every client sends one message per second for `--paced` seconds;
+2. max: every client sends its next message as soon as its previous one came back to it (a closed
+   loop with `--window` messages in flight per client), for `--max` seconds.
+
+Each message reaches every client of the room, sender included. Reported per phase: messages sent,
+deliveries, lost deliveries, deliveries per second, p50 and p99 send-to-receive latency, and the
+server's CPU use. The apps are ``examples.websocket_chat.app:application`` (store + bus) and
+``benches/ws/zenith_style.py`` (a dict of sockets and a loop of sends).
+
+Run from the repository root::
+
+    .venv/bin/python benches/ws/chat_bench.py            # 200 clients, 30 s paced, 10 s max
+    .venv/bin/python benches/ws/chat_bench.py --quick    # 200 clients, 5 s + 4 s: under a minute
+
+The load generator is a minimal WebSocket client on asyncio (no library frame machinery), so that on
+a small machine the client costs less than the server it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+APPS = {
+    "hornbeam (store + bus)": ("examples.websocket_chat.app:application", []),
+    "zenith way (dict of sockets)": ("zenith_style:application", ["--app-dir", str(HERE)]),
+}
+
+# Message texts are "b<client> <phase> <perf_counter_ns at send>"; both apps echo them in the same JSON.
+TEXT_RE = re.compile(rb'"text": "b(\d+) (\d+) (\d+)"')
+PHASES = ("paced", "max")
+
+
+# ---------------------------------------------------------------------------------------- server
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, app: str, extra: list[str]):
+        self.port = free_port()
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port),
+             "--log-level", "warning", *extra],
+            cwd=ROOT, env=env, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"uvicorn for {app} exited with {self.proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TimeoutError(f"uvicorn for {app} did not start")
+                time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------------------- client
+
+@dataclass
+class PhaseStats:
+    sent: int = 0
+    delivered: int = 0
+    delivered_in_window: int = 0
+    latencies_ns: array = field(default_factory=lambda: array("q"))
+    window_end_ns: int = 1 << 62
+
+
+class Bench:
+    """The state shared by all clients of one run."""
+
+    def __init__(self, clients: int):
+        self.clients: list[ChatClient] = []
+        self.stats = {name: PhaseStats() for name in PHASES}
+        self.closed_loop = False
+        self.stop_sending = False
+        self.frames = 0
+
+
+class ChatClient(asyncio.Protocol):
+    """A minimal WebSocket client: handshake, unfragmented frames, ping answers."""
+
+    def __init__(self, bench: Bench, idx: int, host: str, path: str):
+        self.bench = bench
+        self.idx = idx
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+        self.buf = bytearray()
+        self.handshaken = False
+        loop = asyncio.get_running_loop()
+        self.opened = loop.create_future()
+        self.joined = loop.create_future()
+        self.transport: Optional[asyncio.Transport] = None
+        self.window = 1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.write(self.request)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        for fut in (self.opened, self.joined):
+            if not fut.done():
+                fut.set_exception(ConnectionError(f"client {self.idx} lost its connection"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.handshaken:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not self.buf.startswith(b"HTTP/1.1 101"):
+                self.opened.set_exception(ConnectionError(bytes(self.buf[:end]).decode(errors="replace")))
+                return
+            del self.buf[:end + 4]
+            self.handshaken = True
+            self.opened.set_result(None)
+        buf, pos, size = self.buf, 0, len(self.buf)
+        while size - pos >= 2:
+            opcode, length, start = buf[pos] & 0x0F, buf[pos + 1] & 0x7F, pos + 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length, start = int.from_bytes(buf[pos + 2:pos + 4], "big"), pos + 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length, start = int.from_bytes(buf[pos + 2:pos + 10], "big"), pos + 10
+            if size < start + length:
+                break
+            payload = bytes(buf[start:start + length])
+            pos = start + length
+            if opcode == 1:
+                self.on_text(payload)
+            elif opcode == 9:
+                self.send_frame(0xA, payload)
+            elif opcode == 8 and self.transport is not None:
+                self.transport.close()
+        del buf[:pos]
+
+    def send_frame(self, opcode: int, payload: bytes) -> None:
+        n = len(payload)
+        if n < 126:
+            header = bytes((0x80 | opcode, 0x80 | n))
+        elif n < 65536:
+            header = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+        else:
+            header = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+        # An all-zero masking key is a valid key that leaves the payload as is: no XOR pass in Python.
+        assert self.transport is not None
+        self.transport.write(header + b"\0\0\0\0" + payload)
+
+    def send_json(self, data: dict[str, Any]) -> None:
+        self.send_frame(1, json.dumps(data).encode())
+
+    def send_chat(self, phase: int) -> None:
+        self.bench.stats[PHASES[phase]].sent += 1
+        text = f"b{self.idx} {phase} {time.perf_counter_ns()}"
+        self.send_frame(1, b'{"type": "message", "text": "' + text.encode() + b'"}')
+
+    def on_text(self, payload: bytes) -> None:
+        self.bench.frames += 1
+        if payload.startswith(b'{"type": "message"'):
+            match = TEXT_RE.search(payload)
+            if match is None:
+                return
+            now = time.perf_counter_ns()
+            sender, phase = int(match.group(1)), int(match.group(2))
+            stats = self.bench.stats[PHASES[phase]]
+            stats.delivered += 1
+            stats.latencies_ns.append(now - int(match.group(3)))
+            if now <= stats.window_end_ns:
+                stats.delivered_in_window += 1
+            if phase == 1 and self.bench.closed_loop and sender == self.idx and not self.bench.stop_sending:
+                self.send_chat(phase)
+        elif payload.startswith(b'{"type": "joined"') and not self.joined.done():
+            self.joined.set_result(None)
+
+
+# ------------------------------------------------------------------------------------------- run
+
+def percentile(values: array, q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+
+
+async def wait_quiet(bench: Bench, quiet: float = 0.5, limit: float = 20.0) -> None:
+    """Wait until no frame has arrived for `quiet` seconds (join notices settle), at most `limit`."""
+    deadline = time.monotonic() + limit
+    last = -1
+    while time.monotonic() < deadline:
+        if bench.frames == last:
+            return
+        last = bench.frames
+        await asyncio.sleep(quiet)
+
+
+async def wait_delivered(bench: Bench, stats: PhaseStats, n: int, grace: float = 10.0) -> None:
+    deadline = time.monotonic() + grace
+    while stats.delivered < stats.sent * n and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def run_app(name: str, app: str, extra: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    server = Server(app, extra)
+    try:
+        loop = asyncio.get_running_loop()
+        bench = Bench(args.clients)
+        host = f"127.0.0.1:{server.port}"
+        for i in range(args.clients):
+            _, client = await loop.create_connection(
+                lambda i=i: ChatClient(bench, i, host, "/ws/bench"), "127.0.0.1", server.port)
+            bench.clients.append(client)
+        await asyncio.wait_for(asyncio.gather(*(c.opened for c in bench.clients)), 30)
+        for c in bench.clients:
+            c.send_json({"type": "join", "username": f"b{c.idx}"})
+        await asyncio.wait_for(asyncio.gather(*(c.joined for c in bench.clients)), 60)
+        await wait_quiet(bench)
+        n = len(bench.clients)
+        rows = []
+
+        # Phase 1: one message per client per second, spread evenly over the second.
+        stats = bench.stats["paced"]
+        cpu0, own0, t0 = server.cpu_seconds(), time.process_time(), time.perf_counter_ns()
+        stats.window_end_ns = t0 + int(args.paced * 1e9)
+
+        async def paced(c: ChatClient) -> None:
+            start = t0 + int(c.idx / n * 1e9)
+            for k in range(int(args.paced)):
+                delay = (start + k * 1_000_000_000 - time.perf_counter_ns()) / 1e9
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                c.send_chat(0)
+
+        await asyncio.gather(*(paced(c) for c in bench.clients))
+        await wait_delivered(bench, stats, n)
+        elapsed = (time.perf_counter_ns() - t0) / 1e9
+        rows.append(row(name, "paced 1/s", n, stats, args.paced, (server.cpu_seconds() - cpu0) / elapsed,
+                        (time.process_time() - own0) / elapsed))
+        await wait_quiet(bench, limit=5)
+
+        # Phase 2: closed loop, as fast as the round trip allows.
+        stats = bench.stats["max"]
+        bench.closed_loop = True
+        cpu0, own0, t0 = server.cpu_seconds(), time.process_time(), time.perf_counter_ns()
+        stats.window_end_ns = t0 + int(args.max * 1e9)
+        for c in bench.clients:
+            for _ in range(args.window):
+                c.send_chat(1)
+        await asyncio.sleep(args.max)
+        cpu1, own1 = server.cpu_seconds(), time.process_time()
+        bench.stop_sending = True
+        await wait_delivered(bench, stats, n)
+        rows.append(row(name, "max (closed loop)", n, stats, args.max, (cpu1 - cpu0) / args.max,
+                        (own1 - own0) / args.max))
+        for c in bench.clients:
+            if c.transport is not None:
+                c.transport.close()
+        return rows
+    finally:
+        server.stop()
+
+
+def row(app: str, phase: str, n: int, stats: PhaseStats, seconds: float, cpu: float,
+        client_cpu: float) -> dict[str, Any]:
+    return {
+        "app": app,
+        "phase": phase,
+        "clients": n,
+        "sent": stats.sent,
+        "deliveries": stats.delivered,
+        "lost": stats.sent * n - stats.delivered,
+        "deliveries_per_s": stats.delivered_in_window / seconds,
+        "p50_ms": percentile(stats.latencies_ns, 0.50),
+        "p99_ms": percentile(stats.latencies_ns, 0.99),
+        "server_cpu_pct": 100 * cpu,
+        "client_cpu_pct": 100 * client_cpu,
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| app | phase | clients | sent | deliveries | lost | deliveries/s | p50 ms | p99 ms | server CPU "
+        "| client CPU |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['app']} | {r['phase']} | {r['clients']} | {r['sent']} | {r['deliveries']} | {r['lost']} "
+            f"| {r['deliveries_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['server_cpu_pct']:.0f}% "
+            f"| {r['client_cpu_pct']:.0f}% |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="5 s paced + 4 s max per app (under a minute)")
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--paced", type=int, default=30, help="seconds of one message per client per second")
+    parser.add_argument("--max", type=float, default=10.0, help="seconds of the closed-loop phase")
+    parser.add_argument("--window", type=int, default=1, help="messages in flight per client in the max phase")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    args = parser.parse_args()
+    if args.quick:
+        args.paced, args.max = 5, 4.0
+
+    async def everything() -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for name, (app, extra) in APPS.items():
+            rows += await run_app(name, app, extra, args)
+        return rows
+
+    started = time.monotonic()
+    rows = asyncio.run(everything())
+    print(table(rows))
+    print(f"\n{args.clients} clients in one room; uvicorn, {os.cpu_count()} CPUs; "
+          f"{time.monotonic() - started:.0f} s in all.")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
