@@ -93,13 +93,15 @@ function receive(push, status = "ok") {
 
 /** A client (either library) joined to topic with presence and message capture. */
 function makeClient(lib, username, topic, opts = {}) {
+  const logs = [];
   const socket = new lib.Socket(`ws://127.0.0.1:${port}/ws`, {
     transport: WebSocket,
     params: {token: "node"},
     heartbeatIntervalMs: 200,
+    logger: (kind, msg) => logs.push(`${kind}: ${msg}`),
     ...opts,
   });
-  const client = {socket, messages: [], typing: [], users: [], joins: 0, closes: 0, opens: 0};
+  const client = {socket, logs, messages: [], typing: [], users: [], joins: 0, closes: 0, opens: 0};
   socket.onOpen(() => { client.opens += 1; });
   socket.onClose(() => { client.closes += 1; });
   client.channel = socket.channel(topic, {username});
@@ -199,5 +201,26 @@ test("hornbeam.js reconnects and rejoins after the server restarts", async () =>
   } finally {
     hb.socket.disconnect();
     if (phxWatcher) phxWatcher.socket.disconnect();
+  }
+});
+
+test("hornbeam.js drops a connection whose heartbeats go unanswered, then rejoins", async () => {
+  const topic = `room:frozen${Date.now()}`;
+  const hb = makeClient(Hornbeam, "patient", topic,
+                        {reconnectAfterMs: () => 100, rejoinAfterMs: () => 100});
+  try {
+    await hb.joined;
+    // A frozen server keeps the TCP connection open but answers nothing.
+    process.kill(server.pid, "SIGSTOP");
+    try {
+      await waitFor(() => hb.logs.some((l) => l.includes("heartbeat timeout")),
+                    "the heartbeat timeout", 3000);
+    } finally {
+      process.kill(server.pid, "SIGCONT");
+    }
+    await waitFor(() => hb.opens >= 2 && hb.joins >= 2, "reconnect and rejoin", 10000);
+    assert.deepEqual(await receive(hb.channel.push("get_history", {})), {messages: []});
+  } finally {
+    hb.socket.disconnect();
   }
 });
