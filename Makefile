@@ -8,7 +8,7 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider -W error --timeout 300
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv install run test test-rust test-python test-examples test-browser test-c test-node \
+.PHONY: help venv install run test test-rust test-python test-examples test-c test-node lib \
         header header-check lint fmt bench bench-rust bench-python stress examples clean
 
 help: ## Show this help
@@ -28,7 +28,7 @@ install: venv ## Build the engine (release) and install hornbeam_erlang into .ve
 run: install ## Start the demo (every example app) on http://127.0.0.1:8000
 	$(VENV)/bin/uvicorn examples.demo.app:app --host $(HOST) --port $(PORT)
 
-test: test-rust install test-python test-examples test-c test-node header-check ## Run every test
+test: test-rust install test-python test-examples test-c header-check ## Run every test
 	@echo "make test: all suites passed"
 
 test-rust: ## Rust unit, integration and doc tests
@@ -60,6 +60,35 @@ bench-rust: ## Criterion benchmarks of core beside their baselines
 bench-python: install ## Python per-call and fan-out benchmarks
 	$(PY) benches/python/bench_state.py
 	$(PY) benches/python/bench_fanout.py
+
+CFLAGS_C := -Wall -Wextra -Werror -std=c11 -D_POSIX_C_SOURCE=200809L -g -Iinclude -Itests/c
+LIBDIR := $(abspath target/release)
+C_TESTS := test_store test_bus test_threads
+CTEST_DIR := target/ctest
+
+lib: ## Build libhornbeam (shared and static) in target/release
+	$(CARGO) build --release -p hornbeam-ffi
+
+header: ## Regenerate include/hornbeam.h from ffi/ with cbindgen
+	cbindgen --quiet --config ffi/cbindgen.toml --crate hornbeam-ffi --output include/hornbeam.h ffi
+
+header-check: ## Fail when include/hornbeam.h differs from what cbindgen generates
+	@tmp=$$(mktemp) && cbindgen --quiet --config ffi/cbindgen.toml --crate hornbeam-ffi --output $$tmp ffi \
+	  && (diff -u include/hornbeam.h $$tmp && echo "header-check: include/hornbeam.h is up to date" \
+	      || (echo "include/hornbeam.h is stale: run make header"; rm -f $$tmp; exit 1)); rm -f $$tmp
+
+test-c: lib ## C tests (-Wall -Wextra -Werror) under valgrind and AddressSanitizer
+	mkdir -p $(CTEST_DIR)
+	set -e; for t in $(C_TESTS); do \
+	  cc $(CFLAGS_C) tests/c/$$t.c -o $(CTEST_DIR)/$$t -L$(LIBDIR) -lhornbeam -Wl,-rpath,$(LIBDIR) -lpthread; \
+	  echo "== $$t (valgrind)"; \
+	  valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+	    --show-leak-kinds=definite,indirect $(CTEST_DIR)/$$t; \
+	  cc $(CFLAGS_C) -fsanitize=address,undefined -fno-omit-frame-pointer tests/c/$$t.c -o $(CTEST_DIR)/$$t-asan \
+	    -L$(LIBDIR) -lhornbeam -Wl,-rpath,$(LIBDIR) -lpthread; \
+	  echo "== $$t (AddressSanitizer)"; \
+	  ASAN_OPTIONS=detect_leaks=1 $(CTEST_DIR)/$$t-asan; \
+	done
 
 clean: ## Remove build outputs
 	$(CARGO) clean

@@ -152,7 +152,7 @@ fn run(m: &dyn Map, keys: &[String], w: Workload, threads: usize, iters: u64) ->
                             black_box(m.get(k));
                         }
                         Workload::GetSet90 => {
-                            if r % 10 == 0 {
+                            if r.is_multiple_of(10) {
                                 m.set(k, v.clone());
                             } else {
                                 black_box(m.get(k));

@@ -154,8 +154,9 @@ class Client(asyncio.Protocol):
         self.keys: set[str] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.transport.write(self.request)
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         for fut in (self.opened, self.ready):
@@ -223,18 +224,19 @@ async def connect_all(port: int, n: int, path: str,
     host = f"127.0.0.1:{port}"
     clients: list[Client] = []
     for i in range(n):
-        _, client = await loop.create_connection(lambda i=i: Client(i, host, path, on_text),
-                                                 "127.0.0.1", port)
+        def factory(i: int = i) -> Client:
+            return Client(i, host, path, on_text)
+        _, client = await loop.create_connection(factory, "127.0.0.1", port)
         clients.append(client)
     await asyncio.wait_for(asyncio.gather(*(c.opened for c in clients)), 60)
     return clients
 
 
-def percentile(values: array, q: float) -> float:
+def percentile(values: "array[int]", q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))]) / 1e6
 
 
 # ------------------------------------------------------------------------------------- fan-out
@@ -246,7 +248,7 @@ class FanOut:
         self.send = send
         self.sent = 0
         self.delivered = 0
-        self.latencies = array("q")
+        self.latencies: "array[int]" = array("q")
         self.senders: set[int] = set()
         self.running = False
 

@@ -18,7 +18,7 @@ pub const URL_ENV: &str = "HORNBEAM_URL";
 /// engine.store().set("greeting", Value::encode("hello").unwrap(), None).unwrap();
 /// let mb = engine.bus().mailbox();
 /// mb.subscribe("chat:>").unwrap();
-/// engine.bus().publish("chat:lobby", b"hi".to_vec()).unwrap();
+/// engine.bus().publish("chat:lobby", b"hi").unwrap();
 /// assert_eq!(mb.try_recv().unwrap().topic(), "chat:lobby");
 /// ```
 #[derive(Clone, Debug)]

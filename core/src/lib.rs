@@ -13,7 +13,7 @@
 //!
 //! let mailbox = engine.bus().mailbox();
 //! mailbox.subscribe("chat:*").unwrap();
-//! assert_eq!(engine.bus().publish("chat:lobby", b"\xa2hi".to_vec()).unwrap(), 1);
+//! assert_eq!(engine.bus().publish("chat:lobby", b"\xa2hi").unwrap(), 1);
 //! let msg = mailbox.try_recv().unwrap();
 //! assert_eq!((msg.topic(), msg.payload()), ("chat:lobby", &b"\xa2hi"[..]));
 //! assert_eq!(mailbox.try_recv(), Err(RecvError::Empty));

@@ -6,7 +6,9 @@
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
+};
 
 use hornbeam_core::value::{encode_int, MAX_DEPTH};
 
@@ -56,11 +58,17 @@ impl EncodeError {
 }
 
 fn fault(f: Fault) -> EncodeError {
-    EncodeError { path: Vec::new(), fault: f }
+    EncodeError {
+        path: Vec::new(),
+        fault: f,
+    }
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| String::from("object"))
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| String::from("object"))
 }
 
 /// Encodes a Python object as MessagePack; `root` names it in error messages (`"value"`).
@@ -70,7 +78,15 @@ pub(crate) fn encode(obj: &Bound<'_, PyAny>, root: &str) -> PyResult<Vec<u8>> {
     Ok(out)
 }
 
-fn write_len(out: &mut Vec<u8>, len: usize, fix: u8, fix_max: usize, m8: Option<u8>, m16: u8, m32: u8) -> Result<(), EncodeError> {
+fn write_len(
+    out: &mut Vec<u8>,
+    len: usize,
+    fix: u8,
+    fix_max: usize,
+    m8: Option<u8>,
+    m16: u8,
+    m32: u8,
+) -> Result<(), EncodeError> {
     if len <= fix_max {
         out.push(fix | len as u8);
     } else if let (Some(tag), true) = (m8, len <= u8::MAX as usize) {
@@ -82,7 +98,9 @@ fn write_len(out: &mut Vec<u8>, len: usize, fix: u8, fix_max: usize, m8: Option<
         out.push(m32);
         out.extend_from_slice(&(len as u32).to_be_bytes());
     } else {
-        return Err(fault(Fault::Py(PyValueError::new_err("container or string longer than 2**32-1"))));
+        return Err(fault(Fault::Py(PyValueError::new_err(
+            "container or string longer than 2**32-1",
+        ))));
     }
     Ok(())
 }
@@ -135,7 +153,8 @@ fn write(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Result<(), 
         }
     } else if let Ok(b) = obj.downcast::<PyBytes>() {
         let bytes = b.as_bytes();
-        write_len(out, bytes.len(), 0, 0, Some(0xc4), 0xc5, 0xc6).or_else(|_| Err(fault(Fault::NotStorable("bytes".into()))))?;
+        write_len(out, bytes.len(), 0, 0, Some(0xc4), 0xc5, 0xc6)
+            .map_err(|_| fault(Fault::NotStorable("bytes".into())))?;
         out.extend_from_slice(bytes);
     } else if let Ok(b) = obj.downcast::<PyByteArray>() {
         let bytes = b.to_vec();
@@ -154,7 +173,9 @@ pub(crate) fn decode<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, 
     let mut r = Reader { buf: bytes, pos: 0 };
     let obj = r.read(py, 0)?;
     if r.pos != bytes.len() {
-        return Err(PyValueError::new_err("MessagePack value has trailing bytes"));
+        return Err(PyValueError::new_err(
+            "MessagePack value has trailing bytes",
+        ));
     }
     Ok(obj)
 }
@@ -170,8 +191,14 @@ fn bad(what: &str) -> PyErr {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> PyResult<&'a [u8]> {
-        let end = self.pos.checked_add(n).ok_or_else(|| bad("length overflow"))?;
-        let s = self.buf.get(self.pos..end).ok_or_else(|| bad("truncated value"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or_else(|| bad("length overflow"))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or_else(|| bad("truncated value"))?;
         self.pos = end;
         Ok(s)
     }
@@ -191,14 +218,20 @@ impl<'a> Reader<'a> {
             0xc0 => py.None().into_bound(py),
             0xc2 => PyBool::new(py, false).to_owned().into_any(),
             0xc3 => PyBool::new(py, true).to_owned().into_any(),
-            0xcc | 0xcd | 0xce => {
+            0xcc..=0xce => {
                 let n = 1 << (b - 0xcc);
                 self.be(n)?.into_pyobject(py)?.into_any()
             }
             0xcf => self.be(8)?.into_pyobject(py)?.into_any(),
-            0xd0 => (self.be(1)? as u8 as i8 as i64).into_pyobject(py)?.into_any(),
-            0xd1 => (self.be(2)? as u16 as i16 as i64).into_pyobject(py)?.into_any(),
-            0xd2 => (self.be(4)? as u32 as i32 as i64).into_pyobject(py)?.into_any(),
+            0xd0 => (self.be(1)? as u8 as i8 as i64)
+                .into_pyobject(py)?
+                .into_any(),
+            0xd1 => (self.be(2)? as u16 as i16 as i64)
+                .into_pyobject(py)?
+                .into_any(),
+            0xd2 => (self.be(4)? as u32 as i32 as i64)
+                .into_pyobject(py)?
+                .into_any(),
             0xd3 => (self.be(8)? as i64).into_pyobject(py)?.into_any(),
             0xca => PyFloat::new(py, f32::from_bits(self.be(4)? as u32) as f64).into_any(),
             0xcb => PyFloat::new(py, f64::from_bits(self.be(8)?)).into_any(),
@@ -215,7 +248,7 @@ impl<'a> Reader<'a> {
                 let n = self.be(4)? as usize;
                 self.str(py, n)?
             }
-            0xc4 | 0xc5 | 0xc6 => {
+            0xc4..=0xc6 => {
                 let n = self.be(1 << (b - 0xc4))? as usize;
                 PyBytes::new(py, self.take(n)?).into_any()
             }
@@ -238,12 +271,12 @@ impl<'a> Reader<'a> {
                 self.map(py, n, depth)?
             }
             // Extension types carry no Python meaning here: hand back their data as bytes.
-            0xd4 | 0xd5 | 0xd6 | 0xd7 | 0xd8 => {
+            0xd4..=0xd8 => {
                 let n = 1usize << (b - 0xd4);
                 self.take(1)?;
                 PyBytes::new(py, self.take(n)?).into_any()
             }
-            0xc7 | 0xc8 | 0xc9 => {
+            0xc7..=0xc9 => {
                 let n = self.be(1 << (b - 0xc7))? as usize;
                 self.take(1)?;
                 PyBytes::new(py, self.take(n)?).into_any()
@@ -259,7 +292,12 @@ impl<'a> Reader<'a> {
         Ok(PyString::new(py, s).into_any())
     }
 
-    fn array<'py>(&mut self, py: Python<'py>, n: usize, depth: usize) -> PyResult<Bound<'py, PyAny>> {
+    fn array<'py>(
+        &mut self,
+        py: Python<'py>,
+        n: usize,
+        depth: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
         if n > self.buf.len() - self.pos {
             return Err(bad("array longer than the data"));
         }
@@ -282,7 +320,8 @@ impl<'a> Reader<'a> {
                 k = PyTuple::new(py, list.iter())?.into_any();
             }
             let v = self.read(py, depth + 1)?;
-            dict.set_item(k, v).map_err(|e| bad(&format!("unhashable map key: {e}")))?;
+            dict.set_item(k, v)
+                .map_err(|e| bad(&format!("unhashable map key: {e}")))?;
         }
         Ok(dict.into_any())
     }

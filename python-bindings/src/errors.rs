@@ -6,9 +6,24 @@ use pyo3::prelude::*;
 
 use hornbeam_core::Error;
 
-create_exception!(hornbeam_erlang, HornbeamError, PyException, "Engine errors (limits, closed mailboxes, backend failures).");
-create_exception!(hornbeam_erlang, MailboxClosed, HornbeamError, "The mailbox was closed.");
-create_exception!(hornbeam_erlang, BackendError, HornbeamError, "The backend (e.g. Redis) failed or could not be reached.");
+create_exception!(
+    hornbeam_erlang,
+    HornbeamError,
+    PyException,
+    "Engine errors (limits, closed mailboxes, backend failures)."
+);
+create_exception!(
+    hornbeam_erlang,
+    MailboxClosed,
+    HornbeamError,
+    "The mailbox was closed."
+);
+create_exception!(
+    hornbeam_erlang,
+    BackendError,
+    HornbeamError,
+    "The backend (e.g. Redis) failed or could not be reached."
+);
 
 /// The Python exception for a core error: `TypeError` for values that cannot be used as asked,
 /// `ValueError` for bad arguments and limits, `OverflowError` for counter overflow, the

@@ -20,5 +20,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(py, m)?;
     state::register(m)?;
     mailbox::register(m)?;
+    // C extensions in this process reach the same engine through this table (see ffi/src/api.rs).
+    // SAFETY: hb_api returns a pointer to a static, initialised table.
+    let api = unsafe { *hornbeam::api::hb_api() };
+    let name = std::ffi::CString::new("hornbeam_erlang._native._C_API")?;
+    m.add("_C_API", pyo3::types::PyCapsule::new(py, api, Some(name))?)?;
     Ok(())
 }

@@ -28,7 +28,8 @@ impl PyMessage {
     fn data<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match &self.msg {
             // Payloads published from C may be raw bytes: hand those back as bytes.
-            Some(m) => decode(py, m.payload()).or_else(|_| Ok(pyo3::types::PyBytes::new(py, m.payload()).into_any())),
+            Some(m) => decode(py, m.payload())
+                .or_else(|_| Ok(pyo3::types::PyBytes::new(py, m.payload()).into_any())),
             None => Ok(py.None().into_bound(py)),
         }
     }
@@ -87,7 +88,11 @@ impl PyMessage {
 
     fn __repr__(&self) -> String {
         match &self.msg {
-            Some(m) => format!("Message(topic={:?}, {} bytes)", m.topic(), m.payload().len()),
+            Some(m) => format!(
+                "Message(topic={:?}, {} bytes)",
+                m.topic(),
+                m.payload().len()
+            ),
             None => format!("Message(lagged={})", self.lagged),
         }
     }
@@ -115,8 +120,14 @@ impl Drop for PyMailbox {
 
 fn message(r: Result<Arc<hornbeam_core::Message>, RecvError>) -> PyResult<Option<PyMessage>> {
     match r {
-        Ok(m) => Ok(Some(PyMessage { msg: Some(m), lagged: 0 })),
-        Err(RecvError::Lagged(n)) => Ok(Some(PyMessage { msg: None, lagged: n })),
+        Ok(m) => Ok(Some(PyMessage {
+            msg: Some(m),
+            lagged: 0,
+        })),
+        Err(RecvError::Lagged(n)) => Ok(Some(PyMessage {
+            msg: None,
+            lagged: n,
+        })),
         Err(RecvError::Empty) | Err(RecvError::Timeout) => Ok(None),
         Err(RecvError::Closed) => Err(MailboxClosed::new_err("mailbox is closed")),
     }
@@ -125,7 +136,9 @@ fn message(r: Result<Arc<hornbeam_core::Message>, RecvError>) -> PyResult<Option
 impl PyMailbox {
     fn live(&self) -> PyResult<&hornbeam_core::Mailbox> {
         if self.generation != Engine::global_generation() {
-            return Err(MailboxClosed::new_err("mailbox belongs to the engine of the parent process (it was made before fork())"));
+            return Err(MailboxClosed::new_err(
+                "mailbox belongs to the engine of the parent process (it was made before fork())",
+            ));
         }
         Ok(&self.inner)
     }
@@ -142,13 +155,18 @@ impl PyMailbox {
             max_bytes: max_bytes.unwrap_or(defaults.max_bytes),
         };
         if config.capacity == 0 || config.max_bytes == 0 {
-            return Err(PyValueError::new_err("capacity and max_bytes must be at least 1"));
+            return Err(PyValueError::new_err(
+                "capacity and max_bytes must be at least 1",
+            ));
         }
         let generation = Engine::global_generation();
         let mailbox = engine()?.bus().mailbox_with(config);
         // The descriptor exists before any subscription, so no message can miss its signal.
         mailbox.fd().py()?;
-        Ok(PyMailbox { inner: ManuallyDrop::new(mailbox), generation })
+        Ok(PyMailbox {
+            inner: ManuallyDrop::new(mailbox),
+            generation,
+        })
     }
 
     /// Subscribes to a topic or pattern (`room:*`, `room:>`); False when already subscribed.
@@ -182,7 +200,11 @@ impl PyMailbox {
     fn _recv_blocking(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyMessage>> {
         let mb = self.live()?;
         let deadline = match timeout {
-            Some(t) if !(t >= 0.0 && t.is_finite()) => return Err(PyValueError::new_err("timeout must be a non-negative number of seconds")),
+            Some(t) if !(t >= 0.0 && t.is_finite()) => {
+                return Err(PyValueError::new_err(
+                    "timeout must be a non-negative number of seconds",
+                ))
+            }
             Some(t) => Some(Instant::now() + Duration::from_secs_f64(t.min(1e9))),
             None => None,
         };
@@ -241,7 +263,11 @@ impl PyMailbox {
     }
 
     fn __repr__(&self) -> String {
-        format!("Mailbox(id={}, subscriptions={:?})", self.inner.id(), self.subscriptions().unwrap_or_default())
+        format!(
+            "Mailbox(id={}, subscriptions={:?})",
+            self.inner.id(),
+            self.subscriptions().unwrap_or_default()
+        )
     }
 }
 

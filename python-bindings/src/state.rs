@@ -27,7 +27,10 @@ fn key_str<'a>(key: &'a Bound<'_, PyAny>, what: &str) -> PyResult<std::borrow::C
         Ok(s) => s.to_cow(),
         Err(_) => Err(PyTypeError::new_err(format!(
             "{what} must be str, not {}",
-            key.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            key.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         ))),
     }
 }
@@ -36,7 +39,9 @@ fn ttl_arg(ttl: Option<f64>) -> PyResult<Option<Duration>> {
     match ttl {
         None => Ok(None),
         Some(t) if t.is_finite() && t > 0.0 && t < 1e10 => Ok(Some(Duration::from_secs_f64(t))),
-        Some(t) => Err(PyValueError::new_err(format!("ttl must be a positive number of seconds, got {t}"))),
+        Some(t) => Err(PyValueError::new_err(format!(
+            "ttl must be a positive number of seconds, got {t}"
+        ))),
     }
 }
 
@@ -77,7 +82,11 @@ fn state_set(key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, ttl: Option<f64>)
 /// Stores `value` only when `key` is missing; returns whether it was stored.
 #[pyfunction]
 #[pyo3(signature = (key, value, ttl=None))]
-fn state_set_if_absent(key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, ttl: Option<f64>) -> PyResult<bool> {
+fn state_set_if_absent(
+    key: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+    ttl: Option<f64>,
+) -> PyResult<bool> {
     let key = key_str(key, "key")?;
     let ttl = ttl_arg(ttl)?;
     let value = py_to_value(value, &key)?;
@@ -100,13 +109,21 @@ fn state_exists(key: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 fn delta_arg(delta: &Bound<'_, PyAny>) -> PyResult<i64> {
-    if delta.is_instance_of::<pyo3::types::PyBool>() || !delta.is_instance_of::<pyo3::types::PyInt>() {
+    if delta.is_instance_of::<pyo3::types::PyBool>()
+        || !delta.is_instance_of::<pyo3::types::PyInt>()
+    {
         return Err(PyTypeError::new_err(format!(
             "delta must be int, not {}",
-            delta.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            delta
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         )));
     }
-    delta.extract().map_err(|_| PyValueError::new_err("delta does not fit in 64 bits"))
+    delta
+        .extract()
+        .map_err(|_| PyValueError::new_err("delta does not fit in 64 bits"))
 }
 
 /// Adds `delta` to the counter at `key` atomically and returns the new value.
@@ -130,7 +147,9 @@ fn state_decr(key: &Bound<'_, PyAny>, delta: Option<&Bound<'_, PyAny>>) -> PyRes
         Some(d) => delta_arg(d)?,
         None => 1,
     };
-    let neg = delta.checked_neg().ok_or_else(|| PyValueError::new_err("delta does not fit in 64 bits"))?;
+    let neg = delta
+        .checked_neg()
+        .ok_or_else(|| PyValueError::new_err("delta does not fit in 64 bits"))?;
     engine()?.store().incr(&key, neg).py()
 }
 
@@ -171,7 +190,10 @@ fn state_set_multi(py: Python<'_>, items: &Bound<'_, PyDict>, ttl: Option<f64>) 
 /// Keys starting with `prefix` (all keys when None), sorted.
 #[pyfunction]
 #[pyo3(signature = (prefix=None))]
-fn state_keys<'py>(py: Python<'py>, prefix: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyList>> {
+fn state_keys<'py>(
+    py: Python<'py>,
+    prefix: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyList>> {
     let prefix = match prefix {
         Some(p) if !p.is_none() => key_str(p, "prefix")?.into_owned(),
         _ => String::new(),

@@ -152,7 +152,7 @@ impl BusInner {
 /// let bus = Bus::new(&Default::default());
 /// let mb = bus.mailbox();
 /// mb.subscribe("room:*").unwrap();
-/// assert_eq!(bus.publish("room:lobby", b"hi".to_vec()).unwrap(), 1);
+/// assert_eq!(bus.publish("room:lobby", b"hi").unwrap(), 1);
 /// assert_eq!(mb.try_recv().unwrap().payload(), b"hi");
 /// ```
 #[derive(Clone)]

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::clock::Clock;
 use crate::config::{Config, Limits};
@@ -59,6 +59,24 @@ struct Inner {
     limits: Limits,
     clock: Clock,
     reaper_started: AtomicBool,
+    reaper: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Set when the store is dropped; the reaper waits on it between rounds.
+    stop: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let (flag, cv) = &*self.stop;
+        *flag.lock() = true;
+        cv.notify_all();
+        if let Some(handle) = self.reaper.lock().take() {
+            // The reaper may itself hold the last handle (it upgrades between rounds): it must not
+            // join itself.
+            if !ON_REAPER.with(|r| r.get()) {
+                let _ = handle.join();
+            }
+        }
+    }
 }
 
 /// A concurrent key/value store. Cloning gives another handle to the same store.
@@ -97,6 +115,8 @@ impl Store {
                 limits: config.limits,
                 clock: config.clock,
                 reaper_started: AtomicBool::new(false),
+                reaper: Mutex::new(None),
+                stop: Arc::new((Mutex::new(false), Condvar::new())),
             }),
         }
     }
@@ -399,21 +419,36 @@ impl Store {
             return;
         }
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let stop = self.inner.stop.clone();
         let spawned = std::thread::Builder::new()
             .name("hornbeam-reaper".into())
-            .spawn(move || {
-                // Bounded by the store's life: exits as soon as the last handle is dropped.
-                loop {
-                    std::thread::sleep(REAP_INTERVAL);
-                    let Some(inner) = weak.upgrade() else { return };
-                    reap(&inner);
+            .spawn(move || loop {
+                ON_REAPER.with(|r| r.set(true));
+                // Bounded by the store's life: the store's drop sets the flag and wakes us.
+                {
+                    let (flag, cv) = &*stop;
+                    let mut stopped = flag.lock();
+                    if !*stopped {
+                        cv.wait_for(&mut stopped, REAP_INTERVAL);
+                    }
+                    if *stopped {
+                        return;
+                    }
                 }
+                let Some(inner) = weak.upgrade() else { return };
+                reap(&inner);
             });
-        if spawned.is_err() {
+        match spawned {
+            Ok(handle) => *self.inner.reaper.lock() = Some(handle),
             // No thread: expired keys are still invisible and are reclaimed by `reap_expired`.
-            self.inner.reaper_started.store(false, Ordering::Release);
+            Err(_) => self.inner.reaper_started.store(false, Ordering::Release),
         }
     }
+}
+
+thread_local! {
+    /// Whether this thread is a reaper (which must not join itself when it drops the store).
+    static ON_REAPER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// How often the reaper looks for expired keys.

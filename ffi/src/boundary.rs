@@ -1,0 +1,108 @@
+//! The boundary every fallible `extern "C"` body goes through ([`guard`]): panics become `HB_PANIC`, NULL pointers
+//! become `HB_NULL_ARGUMENT`, bad UTF-8 becomes `HB_INVALID_UTF8`; and the one typed helper that
+//! turns handles into Rust references and back.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::status::{fail, HbStatus};
+
+/// Runs `body`, turning a panic into `HB_PANIC` (with the panic message as the last error).
+pub(crate) fn guard(body: impl FnOnce() -> Result<(), HbStatus>) -> HbStatus {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => HbStatus::HB_OK,
+        Ok(Err(status)) => status,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| String::from("unknown panic"));
+            fail(HbStatus::HB_PANIC, format!("internal error (panic): {msg}"))
+        }
+    }
+}
+
+/// A C handle backed by a `Box<Self>`: the one place handles and pointers convert.
+pub(crate) trait Handle: Sized {
+    /// Moves a value into a new handle.
+    fn into_raw(self) -> *mut Self {
+        Box::into_raw(Box::new(self))
+    }
+
+    /// Borrows a handle; `HB_NULL_ARGUMENT` when it is NULL.
+    ///
+    /// # Safety
+    /// `ptr` is NULL or a live handle of this type made by `into_raw` and not yet freed.
+    unsafe fn from_ptr<'a>(ptr: *const Self, what: &str) -> Result<&'a Self, HbStatus> {
+        // SAFETY: forwarded from this function's contract; NULL is handled by as_ref.
+        unsafe { ptr.as_ref() }
+            .ok_or_else(|| fail(HbStatus::HB_NULL_ARGUMENT, format!("{what} is NULL")))
+    }
+
+    /// Frees a handle; NULL does nothing.
+    ///
+    /// # Safety
+    /// `ptr` is NULL or a live handle of this type made by `into_raw`, not used afterwards.
+    unsafe fn free(ptr: *mut Self) {
+        if !ptr.is_null() {
+            // SAFETY: forwarded from this function's contract.
+            drop(unsafe { Box::from_raw(ptr) });
+        }
+    }
+}
+
+/// Writes an output; `HB_NULL_ARGUMENT` when the out-pointer is NULL.
+///
+/// # Safety
+/// `out` is NULL or valid for a write of `T`.
+pub(crate) unsafe fn write_out<T>(out: *mut T, value: T, what: &str) -> Result<(), HbStatus> {
+    if out.is_null() {
+        return Err(fail(HbStatus::HB_NULL_ARGUMENT, format!("{what} is NULL")));
+    }
+    // SAFETY: non-NULL and valid for writes per this function's contract.
+    unsafe { out.write(value) };
+    Ok(())
+}
+
+/// Checks that an out-pointer is not NULL before any work is done (so a call that fails on it
+/// has had no effect).
+pub(crate) fn need_out<T>(out: *mut T, what: &str) -> Result<(), HbStatus> {
+    if out.is_null() {
+        return Err(fail(HbStatus::HB_NULL_ARGUMENT, format!("{what} is NULL")));
+    }
+    Ok(())
+}
+
+/// Borrows `len` bytes at `ptr`; NULL is allowed only when `len` is 0.
+///
+/// # Safety
+/// `ptr` is NULL or valid for reads of `len` bytes for the duration of the call.
+pub(crate) unsafe fn bytes<'a>(
+    ptr: *const u8,
+    len: usize,
+    what: &str,
+) -> Result<&'a [u8], HbStatus> {
+    if ptr.is_null() {
+        if len == 0 {
+            return Ok(&[]);
+        }
+        return Err(fail(HbStatus::HB_NULL_ARGUMENT, format!("{what} is NULL")));
+    }
+    // SAFETY: non-NULL and valid for `len` bytes per this function's contract.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// Borrows `len` bytes at `ptr` as UTF-8 text.
+///
+/// # Safety
+/// As [`bytes`].
+pub(crate) unsafe fn text<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a str, HbStatus> {
+    // SAFETY: forwarded from this function's contract.
+    let b = unsafe { bytes(ptr, len, what) }?;
+    std::str::from_utf8(b).map_err(|e| {
+        fail(
+            HbStatus::HB_INVALID_UTF8,
+            format!("{what} is not valid UTF-8: {e}"),
+        )
+    })
+}

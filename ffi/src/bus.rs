@@ -1,0 +1,328 @@
+//! The bus through C: publish, mailboxes, messages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hornbeam_core::{Mailbox, Message, RecvError, Value};
+
+use crate::boundary::{bytes, guard, need_out, text, write_out, Handle};
+use crate::engine::HbEngine;
+use crate::status::{from_error, from_recv, HbStatus};
+
+/// Publishes `payload` (MessagePack for Python readers; any bytes for C readers) to `topic`.
+/// When `delivered` is not NULL, writes how many mailboxes took the message.
+///
+/// # Safety
+/// `engine` is a live handle; `topic` and `payload` are valid for their lengths;
+/// `delivered` is NULL or valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn hb_publish(
+    engine: *const HbEngine,
+    topic: *const u8,
+    topic_len: usize,
+    payload: *const u8,
+    payload_len: usize,
+    delivered: *mut usize,
+) -> HbStatus {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let (e, topic, payload) = unsafe {
+            (
+                HbEngine::from_ptr(engine, "engine")?,
+                text(topic, topic_len, "topic")?,
+                bytes(payload, payload_len, "payload")?,
+            )
+        };
+        let n = e.0.bus().publish(topic, payload).map_err(from_error)?;
+        if !delivered.is_null() {
+            // SAFETY: non-NULL and valid per the contract.
+            unsafe { delivered.write(n) };
+        }
+        Ok(())
+    })
+}
+
+/// Publishes UTF-8 `text` as a MessagePack string (Python receives a `str`).
+///
+/// # Safety
+/// As `hb_publish`.
+#[no_mangle]
+pub unsafe extern "C" fn hb_publish_str(
+    engine: *const HbEngine,
+    topic: *const u8,
+    topic_len: usize,
+    text_ptr: *const u8,
+    text_len: usize,
+    delivered: *mut usize,
+) -> HbStatus {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let (e, topic, body) = unsafe {
+            (
+                HbEngine::from_ptr(engine, "engine")?,
+                text(topic, topic_len, "topic")?,
+                text(text_ptr, text_len, "text")?,
+            )
+        };
+        let encoded = Value::encode(body).map_err(from_error)?.to_msgpack();
+        let n = e.0.bus().publish(topic, &encoded[..]).map_err(from_error)?;
+        if !delivered.is_null() {
+            // SAFETY: non-NULL and valid per the contract.
+            unsafe { delivered.write(n) };
+        }
+        Ok(())
+    })
+}
+
+/// A mailbox: a bounded queue that the topics and patterns it subscribes to deliver into.
+/// Underneath, a Rust `Mailbox`. Created by `hb_mailbox_new`, freed by `hb_mailbox_free` (which
+/// also unsubscribes it). Thread-safe: any thread may subscribe, receive or close; each message is
+/// received once.
+pub struct HbMailbox(Mailbox);
+
+impl Handle for HbMailbox {}
+
+/// A received message, or a lag notice (`hb_message_lagged` > 0: that many messages were dropped
+/// because the mailbox was full). Owned by the caller; freed by `hb_message_free`. Immutable, so
+/// safe to read from any thread.
+pub struct HbMessage {
+    msg: Option<Arc<Message>>,
+    lagged: u64,
+}
+
+impl Handle for HbMessage {}
+
+/// Creates a mailbox on `engine` with the default bounds (1024 messages, 8 MiB). On success
+/// writes a new handle to `*out`; free it with `hb_mailbox_free`.
+///
+/// # Safety
+/// `engine` is a live handle; `out` is valid for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn hb_mailbox_new(
+    engine: *const HbEngine,
+    out: *mut *mut HbMailbox,
+) -> HbStatus {
+    guard(|| {
+        need_out(out, "out")?;
+        // SAFETY: forwarded from this function's contract.
+        let e = unsafe { HbEngine::from_ptr(engine, "engine") }?;
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(out, HbMailbox(e.0.bus().mailbox()).into_raw(), "out") }
+    })
+}
+
+/// Subscribes to a topic or pattern (`room:*` one segment, `room:>` one or more).
+///
+/// # Safety
+/// `mailbox` is a live handle; `topic` is valid for `topic_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hb_mailbox_subscribe(
+    mailbox: *const HbMailbox,
+    topic: *const u8,
+    topic_len: usize,
+) -> HbStatus {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let (m, topic) = unsafe {
+            (
+                HbMailbox::from_ptr(mailbox, "mailbox")?,
+                text(topic, topic_len, "topic")?,
+            )
+        };
+        m.0.subscribe(topic).map(drop).map_err(from_error)
+    })
+}
+
+/// Unsubscribes from a topic or pattern (not subscribed is fine).
+///
+/// # Safety
+/// `mailbox` is a live handle; `topic` is valid for `topic_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hb_mailbox_unsubscribe(
+    mailbox: *const HbMailbox,
+    topic: *const u8,
+    topic_len: usize,
+) -> HbStatus {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let (m, topic) = unsafe {
+            (
+                HbMailbox::from_ptr(mailbox, "mailbox")?,
+                text(topic, topic_len, "topic")?,
+            )
+        };
+        m.0.unsubscribe(topic).map(drop).map_err(from_error)
+    })
+}
+
+fn deliver(r: Result<Arc<Message>, RecvError>, out: *mut *mut HbMessage) -> Result<(), HbStatus> {
+    let msg = match r {
+        Ok(m) => HbMessage {
+            msg: Some(m),
+            lagged: 0,
+        },
+        Err(RecvError::Lagged(n)) => HbMessage {
+            msg: None,
+            lagged: n,
+        },
+        Err(e) => return Err(from_recv(e)),
+    };
+    // SAFETY: callers checked `out` is non-NULL; valid per their contracts.
+    unsafe { write_out(out, msg.into_raw(), "out") }
+}
+
+/// Takes the next message, waiting up to `timeout_ms` milliseconds (-1: forever). On success
+/// writes a new message to `*out` (free it with `hb_message_free`); `HB_TIMEOUT` when none came,
+/// `HB_CLOSED` after `hb_mailbox_close`.
+///
+/// # Safety
+/// `mailbox` is a live handle; `out` is valid for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn hb_mailbox_recv(
+    mailbox: *const HbMailbox,
+    timeout_ms: i64,
+    out: *mut *mut HbMessage,
+) -> HbStatus {
+    guard(|| {
+        need_out(out, "out")?;
+        // SAFETY: forwarded from this function's contract.
+        let m = unsafe { HbMailbox::from_ptr(mailbox, "mailbox") }?;
+        let timeout = (timeout_ms >= 0).then(|| Duration::from_millis(timeout_ms as u64));
+        deliver(m.0.recv_timeout(timeout), out)
+    })
+}
+
+/// Takes the next message without waiting; `HB_EMPTY` when there is none. For event loops:
+/// after `hb_mailbox_fd` reads as ready, call this until `HB_EMPTY` (which re-arms the
+/// descriptor), then wait again.
+///
+/// # Safety
+/// `mailbox` is a live handle; `out` is valid for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn hb_mailbox_try_recv(
+    mailbox: *const HbMailbox,
+    out: *mut *mut HbMessage,
+) -> HbStatus {
+    guard(|| {
+        need_out(out, "out")?;
+        // SAFETY: forwarded from this function's contract.
+        let m = unsafe { HbMailbox::from_ptr(mailbox, "mailbox") }?;
+        deliver(m.0.try_recv_arm(), out)
+    })
+}
+
+/// Writes a file descriptor that is readable while messages may be waiting (for `poll`,
+/// `epoll`, `select`). Owned by the mailbox: do not close or read it. Wake-ups are coalesced:
+/// drain with `hb_mailbox_try_recv` until `HB_EMPTY` after each wake-up.
+///
+/// # Safety
+/// `mailbox` is a live handle; `out` is valid for one `int`.
+#[no_mangle]
+pub unsafe extern "C" fn hb_mailbox_fd(mailbox: *const HbMailbox, out: *mut i32) -> HbStatus {
+    guard(|| {
+        need_out(out, "out")?;
+        // SAFETY: forwarded from this function's contract.
+        let m = unsafe { HbMailbox::from_ptr(mailbox, "mailbox") }?;
+        let fd = m.0.fd().map_err(from_error)?;
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(out, fd, "out") }
+    })
+}
+
+/// Closes the mailbox: unsubscribes everything and wakes waiting receivers with `HB_CLOSED`.
+/// The handle must still be freed with `hb_mailbox_free`.
+///
+/// # Safety
+/// `mailbox` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn hb_mailbox_close(mailbox: *const HbMailbox) -> HbStatus {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let m = unsafe { HbMailbox::from_ptr(mailbox, "mailbox") }?;
+        m.0.close();
+        Ok(())
+    })
+}
+
+/// Closes and frees a mailbox. NULL does nothing. No other thread may use it during or after.
+///
+/// # Safety
+/// `mailbox` is NULL or a live handle, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn hb_mailbox_free(mailbox: *mut HbMailbox) {
+    let _ = crate::boundary::guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { HbMailbox::free(mailbox) };
+        Ok(())
+    });
+}
+
+/// Borrows the message's topic: writes a pointer to its UTF-8 bytes (not NUL-terminated;
+/// valid until the message is freed) and its length. A lag notice has an empty topic.
+///
+/// # Safety
+/// `message` is a live `HbMessage`; `topic` and `topic_len` are valid for one write each.
+#[no_mangle]
+pub unsafe extern "C" fn hb_message_topic(
+    message: *const HbMessage,
+    topic: *mut *const u8,
+    topic_len: *mut usize,
+) -> HbStatus {
+    guard(|| {
+        need_out(topic, "topic")?;
+        need_out(topic_len, "topic_len")?;
+        // SAFETY: forwarded from this function's contract.
+        let m = unsafe { HbMessage::from_ptr(message, "message") }?;
+        let t = m.msg.as_ref().map_or("", |m| m.topic());
+        // SAFETY: both checked non-NULL above.
+        unsafe {
+            write_out(topic, t.as_ptr(), "topic")?;
+            write_out(topic_len, t.len(), "topic_len")
+        }
+    })
+}
+
+/// Borrows the message's payload (valid until the message is freed). A lag notice has an
+/// empty payload.
+///
+/// # Safety
+/// `message` is a live `HbMessage`; `payload` and `payload_len` are valid for one write each.
+#[no_mangle]
+pub unsafe extern "C" fn hb_message_payload(
+    message: *const HbMessage,
+    payload: *mut *const u8,
+    payload_len: *mut usize,
+) -> HbStatus {
+    guard(|| {
+        need_out(payload, "payload")?;
+        need_out(payload_len, "payload_len")?;
+        // SAFETY: forwarded from this function's contract.
+        let m = unsafe { HbMessage::from_ptr(message, "message") }?;
+        let p = m.msg.as_ref().map_or(&[][..], |m| m.payload());
+        // SAFETY: both checked non-NULL above.
+        unsafe {
+            write_out(payload, p.as_ptr(), "payload")?;
+            write_out(payload_len, p.len(), "payload_len")
+        }
+    })
+}
+
+/// For a lag notice, how many messages were dropped before it; 0 for a real message or NULL.
+///
+/// # Safety
+/// `message` is NULL or a live `HbMessage`.
+#[no_mangle]
+pub unsafe extern "C" fn hb_message_lagged(message: *const HbMessage) -> u64 {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { message.as_ref() }.map_or(0, |m| m.lagged)
+}
+
+/// Frees a message. NULL does nothing.
+///
+/// # Safety
+/// `message` is NULL or a live `HbMessage`, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn hb_message_free(message: *mut HbMessage) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { HbMessage::free(message) }
+}

@@ -1,0 +1,169 @@
+/* The store through the C ABI: values, counters, strings, keys, TTL, and every bad input. */
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include "check.h"
+
+static void test_values(HbEngine *e) {
+  /* MessagePack fixstr "hi" */
+  const uint8_t hi[] = {0xa2, 'h', 'i'};
+  OK(hb_set(e, S("greeting"), hi, sizeof hi, 0));
+  HbBytes *b = NULL;
+  OK(hb_get(e, S("greeting"), &b));
+  CHECK(hb_bytes_len(b) == 3 && memcmp(hb_bytes_data(b), hi, 3) == 0);
+  hb_bytes_free(b);
+
+  HbBytes *untouched = (HbBytes *)0x1;
+  CHECK_STATUS(hb_get(e, S("missing"), &untouched), HB_NOT_FOUND);
+  CHECK(untouched == (HbBytes *)0x1); /* outputs written only on success */
+
+  const uint8_t bad[] = {0xc1};
+  CHECK_STATUS(hb_set(e, S("bad"), bad, 1, 0), HB_INVALID_VALUE);
+  const uint8_t truncated[] = {0x92, 0x01};
+  CHECK_STATUS(hb_set(e, S("bad"), truncated, 2, 0), HB_INVALID_VALUE);
+  CHECK_STATUS(hb_get(e, S("bad"), &b), HB_NOT_FOUND);
+
+  OK(hb_set_str(e, S("name"), S("Zoë"), 0));
+  OK(hb_get_str(e, S("name"), &b));
+  CHECK(strcmp(hb_bytes_cstr(b), "Zoë") == 0);
+  CHECK(hb_bytes_len(b) == strlen("Zoë"));
+  hb_bytes_free(b);
+  CHECK_STATUS(hb_get_str(e, S("greeting"), &b), HB_OK);
+  hb_bytes_free(b);
+
+  bool existed = false;
+  OK(hb_delete(e, S("name"), &existed));
+  CHECK(existed);
+  OK(hb_delete(e, S("name"), &existed));
+  CHECK(!existed);
+  OK(hb_delete(e, S("name"), NULL));
+}
+
+static void test_counters(HbEngine *e) {
+  int64_t n = 0;
+  OK(hb_incr(e, S("hits"), 1, &n));
+  CHECK(n == 1);
+  OK(hb_incr(e, S("hits"), 41, &n));
+  CHECK(n == 42);
+  OK(hb_get_int(e, S("hits"), &n));
+  CHECK(n == 42);
+  OK(hb_set_int(e, S("max"), INT64_MAX, 0));
+  n = 7;
+  CHECK_STATUS(hb_incr(e, S("max"), 1, &n), HB_OVERFLOW);
+  CHECK(n == 7);
+  OK(hb_get_int(e, S("max"), &n));
+  CHECK(n == INT64_MAX);
+  OK(hb_set_str(e, S("text"), S("abc"), 0));
+  CHECK_STATUS(hb_incr(e, S("text"), 1, &n), HB_NOT_AN_INTEGER);
+  CHECK_STATUS(hb_get_int(e, S("text"), &n), HB_NOT_AN_INTEGER);
+  char msg[256];
+  size_t len = hb_last_error(msg, sizeof msg);
+  CHECK(len > 0 && strstr(msg, "text") != NULL);
+  CHECK(hb_last_error(NULL, 0) == len);
+  char tiny[4];
+  hb_last_error(tiny, sizeof tiny);
+  CHECK(strlen(tiny) == 3); /* truncated, NUL-terminated */
+}
+
+static void test_keys(HbEngine *e) {
+  OK(hb_set_int(e, S("room:b:user"), 1, 0));
+  OK(hb_set_int(e, S("room:a:user"), 1, 0));
+  OK(hb_set_int(e, S("room:c:user"), 1, 0));
+  HbKeyList *list = NULL;
+  OK(hb_keys(e, S("room:"), &list));
+  CHECK(hb_key_list_len(list) == 3);
+  const uint8_t *k;
+  size_t klen;
+  OK(hb_key_list_get(list, 0, &k, &klen));
+  CHECK(klen == 11 && memcmp(k, "room:a:user", 11) == 0);
+  OK(hb_key_list_get(list, 2, &k, &klen));
+  CHECK(memcmp(k, "room:c:user", 11) == 0);
+  CHECK_STATUS(hb_key_list_get(list, 3, &k, &klen), HB_INVALID_ARGUMENT);
+  hb_key_list_free(list);
+  OK(hb_keys(e, NULL, 0, &list)); /* all keys */
+  CHECK(hb_key_list_len(list) >= 3);
+  hb_key_list_free(list);
+}
+
+static void test_ttl(HbEngine *e) {
+  int64_t ms = 0;
+  OK(hb_set_int(e, S("session"), 1, 60000));
+  OK(hb_ttl(e, S("session"), &ms));
+  CHECK(ms > 59000 && ms <= 60000);
+  OK(hb_set_int(e, S("forever"), 1, 0));
+  OK(hb_ttl(e, S("forever"), &ms));
+  CHECK(ms == -1);
+  OK(hb_ttl(e, S("nothing"), &ms));
+  CHECK(ms == -2);
+  bool existed = false;
+  OK(hb_expire(e, S("forever"), 1, &existed));
+  CHECK(existed);
+  struct timespec ts = {0, 20 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  CHECK_STATUS(hb_get_int(e, S("forever"), &ms), HB_NOT_FOUND);
+}
+
+static void test_bad_input(HbEngine *e) {
+  int64_t n;
+  HbBytes *b;
+  CHECK_STATUS(hb_incr(NULL, S("k"), 1, &n), HB_NULL_ARGUMENT);
+  CHECK_STATUS(hb_incr(e, NULL, 3, 1, &n), HB_NULL_ARGUMENT);
+  CHECK_STATUS(hb_incr(e, S("k"), 1, NULL), HB_NULL_ARGUMENT);
+  CHECK_STATUS(hb_get_int(e, S("k"), &n), HB_NOT_FOUND); /* the failed incr did nothing */
+  CHECK_STATUS(hb_get(e, S("k"), NULL), HB_NULL_ARGUMENT);
+  CHECK_STATUS(hb_set(e, S("k"), NULL, 5, 0), HB_NULL_ARGUMENT);
+  const uint8_t invalid_utf8[] = {'a', 0xff, 0xfe};
+  CHECK_STATUS(hb_set_int(e, invalid_utf8, 3, 1, 0), HB_INVALID_UTF8);
+  CHECK_STATUS(hb_set_str(e, S("k"), invalid_utf8, 3, 0), HB_INVALID_UTF8);
+  CHECK_STATUS(hb_get(e, invalid_utf8, 3, &b), HB_INVALID_UTF8);
+  static uint8_t long_key[5000];
+  memset(long_key, 'k', sizeof long_key);
+  CHECK_STATUS(hb_set_int(e, long_key, sizeof long_key, 1, 0), HB_INVALID_KEY);
+  size_t big_len = 17u * 1024 * 1024;
+  uint8_t *big = malloc(big_len);
+  CHECK(big != NULL);
+  big[0] = 0xc6; /* bin32 header: the value is too large before it is parsed */
+  CHECK_STATUS(hb_set(e, S("k"), big, big_len, 0), HB_VALUE_TOO_LARGE);
+  free(big);
+  CHECK_STATUS(hb_keys(e, S("x"), NULL), HB_NULL_ARGUMENT);
+  CHECK_STATUS(hb_engine_new(NULL), HB_NULL_ARGUMENT);
+  CHECK(strcmp(hb_status_str(HB_NOT_FOUND), "HB_NOT_FOUND") == 0);
+  CHECK(strcmp(hb_status_str(HB_PANIC), "HB_PANIC") == 0);
+  CHECK(hb_bytes_len(NULL) == 0 && hb_bytes_data(NULL) == NULL);
+  hb_engine_free(NULL);
+  hb_bytes_free(NULL);
+  hb_key_list_free(NULL);
+  hb_mailbox_free(NULL);
+  hb_message_free(NULL);
+}
+
+static void test_default_engine_is_shared(void) {
+  HbEngine *a = NULL, *b = NULL;
+  OK(hb_engine_default(&a));
+  OK(hb_engine_default(&b));
+  OK(hb_set_int(a, S("shared"), 5, 0));
+  int64_t n = 0;
+  OK(hb_get_int(b, S("shared"), &n));
+  CHECK(n == 5);
+  hb_engine_free(a);
+  hb_engine_free(b);
+  HbEngine *c = NULL;
+  OK(hb_engine_open(S("embedded://"), &c));
+  CHECK_STATUS(hb_get_int(c, S("shared"), &n), HB_NOT_FOUND);
+  hb_engine_free(c);
+  CHECK_STATUS(hb_engine_open(S("nosuch://x"), &c), HB_INVALID_ARGUMENT);
+}
+
+int main(void) {
+  HbEngine *e = NULL;
+  OK(hb_engine_new(&e));
+  test_values(e);
+  test_counters(e);
+  test_keys(e);
+  test_ttl(e);
+  test_bad_input(e);
+  test_default_engine_is_shared();
+  hb_engine_free(e);
+  DONE("test_store");
+}
