@@ -308,7 +308,7 @@ class Connection:
                 if not isinstance(data, (list, tuple)) or not data:
                     continue
                 if data[0] == "b":
-                    state = self.by_bus.get(msg.topic)  # type: ignore[arg-type]
+                    state = self.by_bus.get(msg.topic or "")
                     if state is not None and state.joined and data[2] != state.channel_id:
                         frames.append(data[1])
                 elif data[0] == "p":
@@ -403,8 +403,9 @@ class Connection:
         self.channels[topic] = state
         state.busy = True
         try:
+            response: Any = {}
             if channel.join_handler is None:
-                status, response, socket = "ok", {}, socket
+                status = "ok"
             else:
                 result = await _call(channel.join_handler, topic, topic_params, params, socket)
                 status, response, socket = _normalize_join(result, socket)

@@ -11,8 +11,8 @@ from ._connection import ConnectHook, Connection, Options
 
 log = logging.getLogger("hornbeam_channels")
 
-ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
-                    Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+# Loose on purpose: frameworks type scope/receive/send each their own way.
+ASGIApp = Callable[..., Awaitable[None]]
 
 CLIENT_JS = Path(__file__).with_name("static") / "hornbeam.js"
 

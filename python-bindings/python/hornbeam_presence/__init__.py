@@ -24,7 +24,7 @@ refreshes, so those of a process that died unannounced expire on their own.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 from hornbeam_channels import Socket
 from hornbeam_channels import _presence_store as _store
@@ -89,7 +89,7 @@ class Presence:
         """``{key: {"metas": [meta, ...]}}`` for every key on the topic, from the store."""
         return _store.list_topic(self.topic)
 
-    def get(self, key: str) -> Optional[dict[str, list[Meta]]]:
+    def get(self, key: str) -> Optional[Dict[str, List[Meta]]]:
         """``{"metas": [...]}`` for ``key``, or None when nobody tracks it."""
         return _store.get_key(self.topic, key)
 
