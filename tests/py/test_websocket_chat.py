@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -11,6 +14,8 @@ import httpx
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from conftest import free_port, wait_for_port
 
 APP = "examples.websocket_chat.app:application"
 T = TypeVar("T")
@@ -363,3 +368,49 @@ def test_http_routes(serve):
         assert http.get("/api/rooms/nowhere").status_code == 404
         assert http.get("/nope").status_code == 404
         assert http.post("/api/rooms").status_code == 405
+
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+@pytest.fixture
+def redis_url():
+    """A private redis-server on a free port, stopped by its PID; skips when the engine lacks Redis."""
+    if not os.path.exists(REDIS_SERVER):
+        pytest.skip(f"{REDIS_SERVER} is not installed")
+    port = free_port()
+    proc = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc)
+        url = f"redis://127.0.0.1:{port}/0"
+        probe = subprocess.run([sys.executable, "-c", "import hornbeam_erlang as h; h.state_get('probe')"],
+                               env={**os.environ, "HORNBEAM_URL": url}, capture_output=True, text=True,
+                               timeout=30)
+        if probe.returncode != 0:
+            pytest.skip(f"the engine does not take HORNBEAM_URL={url}: {probe.stderr.strip().splitlines()[-1:]}")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_two_workers_share_the_room_through_redis(serve, redis_url):
+    server = serve(APP, env={"HORNBEAM_URL": redis_url}, args=("--workers", "2"))
+    n = 40
+
+    async def main() -> None:
+        clients = [await Client.connect(server.ws_url, "shared", f"w{i}") for i in range(n)]
+        # Each request lands on either worker; both must see every user.
+        for _ in range(10):
+            info = await room_info(server.url, "shared")
+            assert info["users"] == n and len(info["user_list"]) == n
+        for c in clients[:5]:
+            await c.send(type="message", text=f"from {c.name}")
+        for c in clients:
+            await c.wait_for(lambda c: len(c.texts()) == 5)
+        for c in clients:
+            await c.close()
+        await wait_room(server.url, "shared", lambda i: i["users"] == 0 and i["user_list"] == [])
+
+    run(main(), timeout=90)
