@@ -251,7 +251,23 @@ def test_replies_sync_async_error_and_assigns(server: Server, family: str) -> No
         # noreply carries the new socket to the next handler.
         await c.push(topic, "set", {"color": "blue"})
         reply = await c.call(topic, "get", {})
-        assert reply[4]["response"]["assigns"] == {"name": "ada", "color": "blue"}
+        assert reply[4]["response"]["assigns"] == {"token": "t1", "name": "ada", "color": "blue"}
+        await c.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_on_connect_refuses_or_assigns(server: Server, family: str) -> None:
+    async def scenario() -> None:
+        with pytest.raises(websockets.InvalidStatus) as info:
+            await Client.connect(server, family, query="token=bad")
+        assert info.value.response.status_code == 403
+        c = await Client.connect(server, family, query="token=good")
+        topic = unique("test")
+        await c.join(topic, {})
+        reply = await c.call(topic, "get", {})
+        assert reply[4]["response"]["assigns"] == {"token": "good"}
         await c.close()
 
     run(scenario())

@@ -149,8 +149,15 @@ async def presence_list(request: Request) -> JSONResponse:
 pages = Starlette(routes=[Route("/api/presence/{topic}", presence_list),
                           Mount("/", app=chat.pages)])
 
+def on_connect(params: dict[str, str], scope: dict[str, Any]) -> Any:
+    """Refuses the token "bad"; otherwise the token becomes an assign of every channel."""
+    if params.get("token") == "bad":
+        return False
+    return {"token": params.get("token")}
+
+
 app = asgi_endpoint(
-    "/ws", app=pages,
+    "/ws", app=pages, on_connect=on_connect,
     heartbeat_timeout=float(os.environ.get("HB_TEST_HEARTBEAT_TIMEOUT", "60")),
     max_frame_bytes=64 * 1024,
 )
