@@ -8,7 +8,7 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider -W error --timeout 300
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv install run test test-rust test-python test-examples test-c test-node lib \
+.PHONY: help venv install run test test-rust test-python test-examples test-c test-node lib install-lib test-install \
         header header-check lint fmt bench bench-rust bench-python stress examples clean
 
 help: ## Show this help
@@ -22,7 +22,7 @@ $(VENV)/.deps: requirements.txt
 
 venv: $(VENV)/.deps ## Create .venv with the pinned Python dependencies
 
-install: venv ## Build the engine (release) and install hornbeam_erlang into .venv
+install: venv ## Build the engine (release) and install hornbeam_erlang into .venv (C library: make install-lib)
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
 
 run: install ## Start the demo (every example app) on http://127.0.0.1:8000
@@ -89,6 +89,30 @@ test-c: lib ## C tests (-Wall -Wextra -Werror) under valgrind and AddressSanitiz
 	  echo "== $$t (AddressSanitizer)"; \
 	  ASAN_OPTIONS=detect_leaks=1 $(CTEST_DIR)/$$t-asan; \
 	done
+	$(MAKE) --no-print-directory examples
+	valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect target/examples/sensor_hub < /dev/null
+	$(MAKE) --no-print-directory test-install
+
+PREFIX ?= /usr/local
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+
+install-lib: lib ## Install header, libraries and hornbeam.pc under PREFIX (default /usr/local)
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/hornbeam.h $(DESTDIR)$(PREFIX)/include/
+	install -m 755 target/release/libhornbeam.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 target/release/libhornbeam.a $(DESTDIR)$(PREFIX)/lib/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' ffi/hornbeam.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/hornbeam.pc
+
+examples: lib ## Build the C examples into target/examples
+	mkdir -p target/examples
+	cc $(CFLAGS_C) examples/c/sensor_hub.c -o target/examples/sensor_hub -L$(LIBDIR) -lhornbeam -Wl,-rpath,$(LIBDIR) -lpthread
+
+test-install: lib ## Install into a temporary PREFIX and build the example with pkg-config
+	set -e; tmp=$$(mktemp -d); $(MAKE) --no-print-directory install-lib PREFIX=$$tmp; \
+	  PKG_CONFIG_PATH=$$tmp/lib/pkgconfig cc -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror \
+	    examples/c/sensor_hub.c -o $$tmp/sensor_hub $$(PKG_CONFIG_PATH=$$tmp/lib/pkgconfig pkg-config --cflags --libs hornbeam) \
+	    -Wl,-rpath,$$tmp/lib -lpthread; \
+	  $$tmp/sensor_hub < /dev/null | tail -1; rm -rf $$tmp
 
 clean: ## Remove build outputs
 	$(CARGO) clean
