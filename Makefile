@@ -47,7 +47,7 @@ lint: ## cargo fmt --check, clippy -D warnings, header check, mypy stubtest
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(MAKE) header-check
-	$(PY) -m mypy.stubtest hornbeam_erlang --allowlist python-bindings/stubtest-allowlist.txt
+	$(PY) -m mypy.stubtest hornbeam_erlang
 
 fmt: ## Format the Rust code
 	$(CARGO) fmt --all

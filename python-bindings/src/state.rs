@@ -108,46 +108,45 @@ fn state_exists(key: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(engine()?.store().ttl(&key).py()? != Ttl::Missing)
 }
 
-fn delta_arg(delta: &Bound<'_, PyAny>) -> PyResult<i64> {
-    if delta.is_instance_of::<pyo3::types::PyBool>()
-        || !delta.is_instance_of::<pyo3::types::PyInt>()
-    {
-        return Err(PyTypeError::new_err(format!(
-            "delta must be int, not {}",
-            delta
-                .get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
-        )));
+/// An increment: an `int` that fits in 64 bits (not a `bool`, not a `float`).
+pub(crate) struct Delta(i64);
+
+impl<'py> FromPyObject<'py> for Delta {
+    fn extract_bound(delta: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if delta.is_instance_of::<pyo3::types::PyBool>()
+            || !delta.is_instance_of::<pyo3::types::PyInt>()
+        {
+            return Err(PyTypeError::new_err(format!(
+                "delta must be int, not {}",
+                delta
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            )));
+        }
+        delta
+            .extract()
+            .map(Delta)
+            .map_err(|_| PyValueError::new_err("delta does not fit in 64 bits"))
     }
-    delta
-        .extract()
-        .map_err(|_| PyValueError::new_err("delta does not fit in 64 bits"))
 }
 
 /// Adds `delta` to the counter at `key` atomically and returns the new value.
 #[pyfunction]
-#[pyo3(signature = (key, delta=None))]
-fn state_incr(key: &Bound<'_, PyAny>, delta: Option<&Bound<'_, PyAny>>) -> PyResult<i64> {
+#[pyo3(signature = (key, delta=Delta(1)), text_signature = "(key, delta=1)")]
+fn state_incr(key: &Bound<'_, PyAny>, delta: Delta) -> PyResult<i64> {
     let key = key_str(key, "key")?;
-    let delta = match delta {
-        Some(d) => delta_arg(d)?,
-        None => 1,
-    };
-    engine()?.store().incr(&key, delta).py()
+    engine()?.store().incr(&key, delta.0).py()
 }
 
 /// Subtracts `delta` from the counter at `key` atomically and returns the new value.
 #[pyfunction]
-#[pyo3(signature = (key, delta=None))]
-fn state_decr(key: &Bound<'_, PyAny>, delta: Option<&Bound<'_, PyAny>>) -> PyResult<i64> {
+#[pyo3(signature = (key, delta=Delta(1)), text_signature = "(key, delta=1)")]
+fn state_decr(key: &Bound<'_, PyAny>, delta: Delta) -> PyResult<i64> {
     let key = key_str(key, "key")?;
-    let delta = match delta {
-        Some(d) => delta_arg(d)?,
-        None => 1,
-    };
     let neg = delta
+        .0
         .checked_neg()
         .ok_or_else(|| PyValueError::new_err("delta does not fit in 64 bits"))?;
     engine()?.store().incr(&key, neg).py()

@@ -23,7 +23,7 @@ import contextvars
 import os
 import threading
 import weakref
-from typing import Any, AsyncIterator, Optional
+from typing import Any, AsyncIterator, Optional, Union
 
 from . import _native
 from ._native import (
@@ -51,8 +51,11 @@ from ._native import (
 
 __version__: str = _native.__version__
 
+#: What `state_set` and `publish` accept (nested freely, up to the depth limit).
+Storable = Union[None, bool, int, float, str, bytes, list, tuple, dict]
+
 __all__ = [
-    "BackendError", "HornbeamError", "Mailbox", "MailboxClosed", "Message", "backend",
+    "BackendError", "HornbeamError", "Mailbox", "MailboxClosed", "Message", "Storable", "backend",
     "check_pubsub", "current_mailbox", "decr", "delete", "get", "incr", "mailbox", "publish",
     "set", "state_clear", "state_count", "state_decr", "state_delete", "state_exists",
     "state_expire", "state_get", "state_get_multi", "state_incr", "state_keys", "state_set",

@@ -1,9 +1,18 @@
 """Hornbeam's Python API (ETS-style state and pub/sub) on the embedded Rust engine."""
 
 from types import TracebackType
-from typing import Any, AsyncIterator, Iterable, Iterator, Optional, Union, overload
+from typing import Any, AsyncIterator, Iterable, Optional, Union, overload
+
+from typing_extensions import final
 
 __version__: str
+__all__ = [
+    "BackendError", "HornbeamError", "Mailbox", "MailboxClosed", "Message", "Storable", "backend",
+    "check_pubsub", "current_mailbox", "decr", "delete", "get", "incr", "mailbox", "publish",
+    "set", "state_clear", "state_count", "state_decr", "state_delete", "state_exists",
+    "state_expire", "state_get", "state_get_multi", "state_incr", "state_keys", "state_set",
+    "state_set_if_absent", "state_set_multi", "state_ttl", "subscribe", "unsubscribe",
+]
 
 Storable = Union[None, bool, int, float, str, bytes, list[Any], tuple[Any, ...], dict[str, Any]]
 
@@ -45,6 +54,7 @@ def mailbox() -> Mailbox: ...
 def current_mailbox() -> Optional[Mailbox]: ...
 def backend() -> str: ...
 
+@final
 class Message:
     """A received message, or (with `lagged` > 0) the notice that messages were dropped."""
 
@@ -59,13 +69,12 @@ class Message:
     @property
     def type(self) -> str: ...
     def __len__(self) -> int: ...
-    def __getitem__(self, i: int) -> Any: ...
-    def __iter__(self) -> Iterator[Any]: ...
+    def __getitem__(self, i: int, /) -> Any: ...
 
 class Mailbox:
     """A bounded queue of messages for the topics and patterns it subscribes to."""
 
-    def __init__(self, capacity: Optional[int] = None, max_bytes: Optional[int] = None) -> None: ...
+    def __new__(cls, capacity: Optional[int] = None, max_bytes: Optional[int] = None) -> Mailbox: ...
     def subscribe(self, topic: str) -> bool: ...
     def unsubscribe(self, topic: str) -> bool: ...
     def subscriptions(self) -> list[str]: ...
