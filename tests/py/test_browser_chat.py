@@ -96,3 +96,29 @@ def test_two_pages_chat_in_chromium(serve, monkeypatch):
             assert dialogs == []
         finally:
             browser.close()
+
+
+def test_chat_page_under_the_demo_prefix(serve, monkeypatch):
+    monkeypatch.setenv("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    from playwright.sync_api import expect, sync_playwright
+
+    server = serve("examples.demo.app:app")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(server.url + "/")
+            page.click("a[href='/chat/']")
+            page.fill("#username", "ann")
+            page.fill("#room", "prefixed")
+            page.click("#join-button")
+            # The page's WebSocket and fetch URLs carry the /chat prefix, or none of this works.
+            expect(page.locator("#status")).to_have_text("connected")
+            page.fill("#message", "under /chat/")
+            page.press("#message", "Enter")
+            expect(page.locator("#messages .message .text")).to_have_text(["under /chat/"])
+            expect(page.locator("#rooms a", has_text="#prefixed (1)")).to_have_count(1)
+            assert page.url == server.url + "/chat/?room=prefixed"
+        finally:
+            browser.close()
