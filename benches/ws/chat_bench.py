@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import json
 import os
 import re
@@ -133,11 +134,11 @@ class ChatClient(asyncio.Protocol):
         self.opened = loop.create_future()
         self.joined = loop.create_future()
         self.transport: Optional[asyncio.Transport] = None
-        self.window = 1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.transport.write(self.request)
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         for fut in (self.opened, self.joined):
@@ -252,7 +253,7 @@ async def run_app(name: str, app: str, extra: list[str], args: argparse.Namespac
         host = f"127.0.0.1:{server.port}"
         for i in range(args.clients):
             _, client = await loop.create_connection(
-                lambda i=i: ChatClient(bench, i, host, "/ws/bench"), "127.0.0.1", server.port)
+                functools.partial(ChatClient, bench, i, host, "/ws/bench"), "127.0.0.1", server.port)
             bench.clients.append(client)
         await asyncio.wait_for(asyncio.gather(*(c.opened for c in bench.clients)), 30)
         for c in bench.clients:

@@ -9,7 +9,8 @@ from typing import Any, Awaitable, Callable
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# Loose on purpose: Starlette apps type their scope as MutableMapping.
+ASGIApp = Callable[..., Awaitable[None]]
 
 STATIC = Path(__file__).with_name("static")
 

@@ -112,7 +112,8 @@ async def handle_graphql(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "websocket.close", "code": 4400, "reason": "connection_init expected"})
             return
         elif kind == "start":
-            payload = op.get("payload") if isinstance(op.get("payload"), dict) else {}
+            payload = op.get("payload")
+            payload = payload if isinstance(payload, dict) else {}
             await send_json(send, {"type": "data", "id": op_id, "payload": run_query(payload.get("query"))})
             await send_json(send, {"type": "complete", "id": op_id})
         elif kind == "stop":
