@@ -111,8 +111,34 @@ fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), EncodeError> {
     Ok(())
 }
 
-fn py_str<'a>(s: &'a Bound<'_, PyString>) -> Result<std::borrow::Cow<'a, str>, EncodeError> {
-    s.to_cow().map_err(|e| fault(Fault::Py(e)))
+fn py_str<'a>(s: &'a Bound<'_, PyString>) -> Result<&'a str, EncodeError> {
+    utf8(s).map_err(|e| fault(Fault::Py(e)))
+}
+
+extern "C" {
+    // In the stable ABI since 3.10 and exported by every CPython 3.9 too. Unlike
+    // `PyUnicode_AsUTF8String` (all pyo3 offers for abi3-py39), it allocates nothing for ASCII
+    // strings and caches the UTF-8 form of others, which halves the cost of short keys.
+    fn PyUnicode_AsUTF8AndSize(
+        o: *mut pyo3::ffi::PyObject,
+        size: *mut pyo3::ffi::Py_ssize_t,
+    ) -> *const std::ffi::c_char;
+}
+
+/// Borrows a Python string's UTF-8 form (valid while `s` lives; CPython caches it on the object).
+pub(crate) fn utf8<'a>(s: &'a Bound<'_, PyString>) -> PyResult<&'a str> {
+    let mut len: pyo3::ffi::Py_ssize_t = 0;
+    // SAFETY: `s` is a live str object (the GIL or the object's own lock is held by pyo3's Bound);
+    // the function returns NULL with an exception set, or a pointer to `len` bytes of UTF-8 owned
+    // by the object.
+    unsafe {
+        let p = PyUnicode_AsUTF8AndSize(s.as_ptr(), &mut len);
+        if p.is_null() {
+            return Err(PyErr::fetch(s.py()));
+        }
+        let bytes = std::slice::from_raw_parts(p.cast::<u8>(), len as usize);
+        Ok(std::str::from_utf8_unchecked(bytes))
+    }
 }
 
 fn write(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeError> {
@@ -122,7 +148,7 @@ fn write(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Result<(), 
     if obj.is_none() {
         out.push(0xc0);
     } else if let Ok(s) = obj.downcast_exact::<PyString>() {
-        write_str(out, &py_str(s)?)?;
+        write_str(out, py_str(s)?)?;
     } else if let Ok(b) = obj.downcast::<PyBool>() {
         out.push(if b.is_true() { 0xc3 } else { 0xc2 });
     } else if obj.is_instance_of::<PyInt>() {
@@ -134,12 +160,12 @@ fn write(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Result<(), 
     } else if let Ok(d) = obj.downcast::<PyDict>() {
         write_len(out, d.len(), 0x80, 15, None, 0xde, 0xdf)?;
         for (k, v) in d.iter() {
-            let key = match k.downcast::<PyString>() {
-                Ok(s) => py_str(s)?.into_owned(),
-                Err(_) => return Err(fault(Fault::DictKey(type_name(&k)))),
+            let Ok(key) = k.downcast::<PyString>() else {
+                return Err(fault(Fault::DictKey(type_name(&k))));
             };
-            write_str(out, &key)?;
-            write(&v, out, depth + 1).map_err(|e| e.at(Seg::Key(key)))?;
+            write_str(out, py_str(key)?)?;
+            // The key is copied for the message only on the (rare) error path.
+            write(&v, out, depth + 1).map_err(|e| e.at(Seg::Key(key.to_string())))?;
         }
     } else if let Ok(l) = obj.downcast::<PyList>() {
         write_len(out, l.len(), 0x90, 15, None, 0xdc, 0xdd)?;
@@ -161,7 +187,7 @@ fn write(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Result<(), 
         write_len(out, bytes.len(), 0, 0, Some(0xc4), 0xc5, 0xc6)?;
         out.extend_from_slice(&bytes);
     } else if let Ok(s) = obj.downcast::<PyString>() {
-        write_str(out, &py_str(s)?)?;
+        write_str(out, py_str(s)?)?;
     } else {
         return Err(fault(Fault::NotStorable(type_name(obj))));
     }

@@ -22,9 +22,9 @@ pub(crate) fn engine() -> PyResult<&'static Engine> {
     Engine::global().py()
 }
 
-fn key_str<'a>(key: &'a Bound<'_, PyAny>, what: &str) -> PyResult<std::borrow::Cow<'a, str>> {
+fn key_str<'a>(key: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
     match key.downcast::<PyString>() {
-        Ok(s) => s.to_cow(),
+        Ok(s) => crate::convert::utf8(s),
         Err(_) => Err(PyTypeError::new_err(format!(
             "{what} must be str, not {}",
             key.get_type()
@@ -157,7 +157,7 @@ fn state_decr(key: &Bound<'_, PyAny>, delta: Delta) -> PyResult<i64> {
 fn state_get_multi<'py>(py: Python<'py>, keys: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
     let mut names = Vec::new();
     for k in keys.try_iter()? {
-        names.push(key_str(&k?, "each key")?.into_owned());
+        names.push(key_str(&k?, "each key")?.to_owned());
     }
     let store = engine()?.store();
     let values = py.detach(|| store.get_many(&names)).py()?;
@@ -178,7 +178,7 @@ fn state_set_multi(py: Python<'_>, items: &Bound<'_, PyDict>, ttl: Option<f64>) 
     let ttl = ttl_arg(ttl)?;
     let mut batch = Vec::with_capacity(items.len());
     for (k, v) in items.iter() {
-        let key = key_str(&k, "each key")?.into_owned();
+        let key = key_str(&k, "each key")?.to_owned();
         let value = py_to_value(&v, &key)?;
         batch.push((key, value));
     }
@@ -194,7 +194,7 @@ fn state_keys<'py>(
     prefix: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let prefix = match prefix {
-        Some(p) if !p.is_none() => key_str(p, "prefix")?.into_owned(),
+        Some(p) if !p.is_none() => key_str(p, "prefix")?.to_owned(),
         _ => String::new(),
     };
     let store = engine()?.store();

@@ -70,7 +70,7 @@ class ChannelState:
     """A joined (or joining) channel of a connection."""
 
     __slots__ = ("topic", "join_ref", "family", "channel", "socket", "joined", "busy", "outbox",
-                 "presences", "bus_topic")
+                 "presences", "bus_topic", "channel_id")
 
     def __init__(self, topic: str, join_ref: Any, family: str, channel: Channel,
                  socket: Socket) -> None:
@@ -86,10 +86,8 @@ class ChannelState:
         self.outbox: list[str] = []
         self.presences: dict[str, tuple[str, str]] = {}
         self.bus_topic = topic_bus(topic)
-
-    @property
-    def channel_id(self) -> str:
-        return self.socket.channel_id
+        # Checked for every broadcast delivered (broadcast_from), so computed once.
+        self.channel_id = socket.channel_id
 
 
 class _Closed(Exception):
@@ -301,17 +299,19 @@ class Connection:
                 return
             frames: list[str] = []
             lagged = 0
+            by_bus = self.by_bus
             for msg in batch:
                 if msg.lagged:
                     lagged += msg.lagged
                 data = msg.message
-                if not isinstance(data, (list, tuple)) or not data:
+                if not isinstance(data, list) or not data:
                     continue
-                if data[0] == "b":
-                    state = self.by_bus.get(msg.topic or "")
+                kind = data[0]
+                if kind == "b":
+                    state = by_bus.get(msg.topic or "")
                     if state is not None and state.joined and data[2] != state.channel_id:
                         frames.append(data[1])
-                elif data[0] == "p":
+                elif kind == "p":
                     state = self.channels.get(data[2])
                     if state is not None and state.join_ref == data[1]:
                         if state.joined and not state.busy:
