@@ -304,7 +304,7 @@ class Connection:
                 if msg.lagged:
                     lagged += msg.lagged
                 data = msg.message
-                if not isinstance(data, list) or not data:
+                if not isinstance(data, (list, tuple)) or not data:
                     continue
                 kind = data[0]
                 if kind == "b":
