@@ -361,6 +361,11 @@ def test_push_from_handlers_and_from_outside(server: Server, family: str) -> Non
         leave_ref = a.ref()
         await a.send(ref, leave_ref, topic, a.ev("leave"), {})
         assert (await b.expect_event(topic, "gone"))[4] == {"name": "ada"}
+        # ... and its push reaches the leaving client, before the leave reply and the close.
+        tail = [await a.expect(lambda f: f[3] in ("bye", a.ev("reply"), a.ev("close")))
+                for _ in range(3)]
+        assert [f[3] for f in tail] == ["bye", a.ev("reply"), a.ev("close")]
+        assert tail[0] == [ref, None, topic, "bye", {"name": "ada"}]
         await a.close()
         await b.close()
 

@@ -69,6 +69,7 @@ async def join_test(topic: str, topic_params: dict[str, str], params: dict[str, 
 @test.on_leave
 def leave_test(topic: str, socket: Socket) -> None:
     broadcast(topic, "gone", {"name": socket.assigns.get("name")})
+    push(socket, "bye", {"name": socket.assigns.get("name")})
 
 
 @test.on("echo")

@@ -499,8 +499,6 @@ class Connection:
     async def _end_channel(self, state: ChannelState, close_frame: bool = False,
                            before_close: Optional[list[str]] = None) -> None:
         """Ends a channel however it ends: leave handler, presences, unsubscribe, frames."""
-        if self.channels.get(state.topic) is state:
-            del self.channels[state.topic]
         if self.by_bus.get(state.bus_topic) is state:
             del self.by_bus[state.bus_topic]
             if self.mailbox is not None and not self.mailbox.closed:
@@ -515,6 +513,9 @@ class Connection:
                 log.exception("leave handler of topic %s failed", state.topic)
             finally:
                 state.busy = False
+        # Only now: the leave handler may still push to this socket or untrack its presences.
+        if self.channels.get(state.topic) is state:
+            del self.channels[state.topic]
         presence.untrack(state)
         frames = list(state.outbox) + list(before_close or [])
         state.outbox.clear()
