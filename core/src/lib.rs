@@ -30,7 +30,7 @@ pub mod error;
 pub mod store;
 pub mod value;
 
-pub use bus::{Bus, Mailbox, Message, RecvError};
+pub use bus::{Bus, Mailbox, Message, ReadySet, RecvError};
 pub use clock::{Clock, ManualClock};
 pub use config::{Config, Limits, MailboxConfig};
 pub use engine::Engine;

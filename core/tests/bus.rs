@@ -342,3 +342,50 @@ fn publish_cost_does_not_grow_with_unrelated_subscriptions() {
         "10 subs: {few:?}, 100k subs: {many:?}"
     );
 }
+
+#[test]
+fn ready_set_reports_each_mailbox_once_per_batch() {
+    let engine = Engine::new(Config::default());
+    let set = hornbeam_core::ReadySet::new().unwrap();
+    let a = engine.bus().mailbox();
+    let b = engine.bus().mailbox();
+    a.subscribe("t:a").unwrap();
+    b.subscribe("t:b").unwrap();
+    engine.bus().publish("t:a", b"early").unwrap();
+    a.attach(&set).unwrap();
+    b.attach(&set).unwrap();
+    assert!(
+        readable(set.fd(), 1000),
+        "a message queued before attaching is reported"
+    );
+    assert_eq!(set.take(), vec![a.id()]);
+    assert!(!readable(set.fd(), 0));
+    for _ in 0..10 {
+        engine.bus().publish("t:a", b"x").unwrap();
+        engine.bus().publish("t:b", b"y").unwrap();
+    }
+    assert!(readable(set.fd(), 1000));
+    assert_eq!(
+        set.take(),
+        vec![b.id()],
+        "a was not drained yet: it is not reported twice"
+    );
+    let mut n = 0;
+    while a.try_recv_arm().is_ok() {
+        n += 1;
+    }
+    assert_eq!(n, 11);
+    engine.bus().publish("t:a", b"z").unwrap();
+    assert_eq!(
+        set.take(),
+        vec![a.id()],
+        "drained to empty, so reported again"
+    );
+    let other = hornbeam_core::ReadySet::new().unwrap();
+    assert!(a.attach(&other).is_err());
+    b.close();
+    assert!(
+        set.take().contains(&b.id()),
+        "closing reports the mailbox so its waiter wakes"
+    );
+}

@@ -9,7 +9,7 @@ use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use hornbeam_core::{Engine, MailboxConfig, RecvError};
+use hornbeam_core::{Engine, MailboxConfig, ReadySet, RecvError};
 
 use crate::convert::decode;
 use crate::errors::{IntoPy, MailboxClosed};
@@ -245,6 +245,17 @@ impl PyMailbox {
         self.live()?.fd().py()
     }
 
+    /// A number unique to this mailbox (what `ReadySet.take()` returns).
+    #[getter]
+    fn id(&self) -> u64 {
+        self.inner.id()
+    }
+
+    /// Reports this mailbox to `ready_set` when it becomes ready (for the event loop's hub).
+    fn _attach(&self, ready_set: &PyReadySet) -> PyResult<()> {
+        self.live()?.attach(&ready_set.inner).py()
+    }
+
     /// Unsubscribes from everything and wakes waiting receivers with `MailboxClosed`.
     fn close(&self) {
         if self.generation == Engine::global_generation() {
@@ -271,7 +282,155 @@ impl PyMailbox {
     }
 }
 
+/// One descriptor for many mailboxes: each event loop has one (see `_Hub` in `__init__.py`).
+#[pyclass(module = "hornbeam_erlang", frozen, name = "ReadySet")]
+pub(crate) struct PyReadySet {
+    inner: ReadySet,
+}
+
+#[pymethods]
+impl PyReadySet {
+    #[new]
+    fn new() -> PyResult<Self> {
+        Ok(PyReadySet {
+            inner: ReadySet::new().py()?,
+        })
+    }
+
+    /// The descriptor, readable while mailbox ids wait to be taken.
+    fn fileno(&self) -> i32 {
+        self.inner.fd()
+    }
+
+    /// Clears the descriptor and returns the ids of the mailboxes that became ready.
+    fn take(&self) -> Vec<u64> {
+        self.inner.take()
+    }
+}
+
+/// The awaitable `Mailbox.recv()` returns in a coroutine: each step takes a message if one is
+/// queued (finishing at once, with no coroutine or future made), otherwise asks the event loop's
+/// hub for a future and waits on it. A message is taken only inside a step, so cancelling the
+/// wait (which the task does by `throw`ing into it) never loses one.
+#[pyclass(module = "hornbeam_erlang", name = "_Recv")]
+pub(crate) struct PyRecv {
+    mailbox: Py<PyMailbox>,
+    /// `wait(mailbox) -> Future` and `forget(mailbox, future)` from the hub in `__init__.py`.
+    wait: Py<PyAny>,
+    forget: Py<PyAny>,
+    /// The future being waited on, if any.
+    pending: Option<Py<PyAny>>,
+    /// For `async for`: a closed mailbox ends the iteration instead of raising.
+    for_anext: bool,
+}
+
+impl PyRecv {
+    fn drop_pending(&mut self, py: Python<'_>) -> PyResult<()> {
+        if let Some(fut) = self.pending.take() {
+            self.forget.call1(py, (self.mailbox.clone_ref(py), fut))?;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let taken = self
+            .mailbox
+            .get()
+            .live()
+            .and_then(|mb| message(mb.try_recv_arm()));
+        let got = match taken {
+            Ok(got) => got,
+            Err(e) if self.for_anext && e.is_instance_of::<MailboxClosed>(py) => {
+                self.drop_pending(py)?;
+                return Err(pyo3::exceptions::PyStopAsyncIteration::new_err(()));
+            }
+            Err(e) => {
+                self.drop_pending(py)?;
+                return Err(e);
+            }
+        };
+        if let Some(msg) = got {
+            self.drop_pending(py)?;
+            let msg: Py<PyMessage> = Py::new(py, msg)?;
+            return Err(pyo3::exceptions::PyStopIteration::new_err((msg,)));
+        }
+        self.drop_pending(py)?;
+        let fut = self.wait.call1(py, (self.mailbox.clone_ref(py),))?;
+        // What `await future` does: mark the future as the one this task blocks on.
+        fut.setattr(py, "_asyncio_future_blocking", true)?;
+        self.pending = Some(fut.clone_ref(py));
+        Ok(fut)
+    }
+}
+
+#[pymethods]
+impl PyRecv {
+    #[new]
+    #[pyo3(signature = (mailbox, wait, forget, for_anext=false))]
+    fn new(mailbox: Py<PyMailbox>, wait: Py<PyAny>, forget: Py<PyAny>, for_anext: bool) -> Self {
+        PyRecv {
+            mailbox,
+            wait,
+            forget,
+            pending: None,
+            for_anext,
+        }
+    }
+
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.step(py)
+    }
+
+    fn send(&mut self, py: Python<'_>, _value: Py<PyAny>) -> PyResult<Py<PyAny>> {
+        self.step(py)
+    }
+
+    #[pyo3(signature = (typ, val=None, _tb=None))]
+    fn throw(
+        &mut self,
+        py: Python<'_>,
+        typ: Bound<'_, PyAny>,
+        val: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        self.drop_pending(py)?;
+        let exc = match val {
+            Some(v) if !v.is_none() => v,
+            _ if typ.is_instance_of::<pyo3::types::PyType>() => typ.call0()?,
+            _ => typ,
+        };
+        Err(PyErr::from_value(exc))
+    }
+
+    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.drop_pending(py)
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        visit.call(&self.wait)?;
+        visit.call(&self.forget)?;
+        if let Some(p) = &self.pending {
+            visit.call(p)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.pending = None;
+    }
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyRecv>()?;
+    m.add_class::<PyReadySet>()?;
     m.add_class::<PyMessage>()?;
     m.add_class::<PyMailbox>()?;
     Ok(())

@@ -63,7 +63,7 @@ pub(crate) fn py_to_value(obj: &Bound<'_, PyAny>, key: &str) -> PyResult<Value> 
 #[pyfunction]
 fn state_get<'py>(py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let key = key_str(key, "key")?;
-    match engine()?.store().get(&key).py()? {
+    match engine()?.store().get(key).py()? {
         Some(v) => value_to_py(py, &v),
         None => Ok(py.None().into_bound(py)),
     }
@@ -75,8 +75,8 @@ fn state_get<'py>(py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'p
 fn state_set(key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, ttl: Option<f64>) -> PyResult<()> {
     let key = key_str(key, "key")?;
     let ttl = ttl_arg(ttl)?;
-    let value = py_to_value(value, &key)?;
-    engine()?.store().set(&key, value, ttl).py()
+    let value = py_to_value(value, key)?;
+    engine()?.store().set(key, value, ttl).py()
 }
 
 /// Stores `value` only when `key` is missing; returns whether it was stored.
@@ -89,15 +89,15 @@ fn state_set_if_absent(
 ) -> PyResult<bool> {
     let key = key_str(key, "key")?;
     let ttl = ttl_arg(ttl)?;
-    let value = py_to_value(value, &key)?;
-    engine()?.store().set_if_absent(&key, value, ttl).py()
+    let value = py_to_value(value, key)?;
+    engine()?.store().set_if_absent(key, value, ttl).py()
 }
 
 /// Removes `key` (a missing key is fine).
 #[pyfunction]
 fn state_delete(key: &Bound<'_, PyAny>) -> PyResult<()> {
     let key = key_str(key, "key")?;
-    engine()?.store().delete(&key).py()?;
+    engine()?.store().delete(key).py()?;
     Ok(())
 }
 
@@ -105,7 +105,7 @@ fn state_delete(key: &Bound<'_, PyAny>) -> PyResult<()> {
 #[pyfunction]
 fn state_exists(key: &Bound<'_, PyAny>) -> PyResult<bool> {
     let key = key_str(key, "key")?;
-    Ok(engine()?.store().ttl(&key).py()? != Ttl::Missing)
+    Ok(engine()?.store().ttl(key).py()? != Ttl::Missing)
 }
 
 /// An increment: an `int` that fits in 64 bits (not a `bool`, not a `float`).
@@ -137,7 +137,7 @@ impl<'py> FromPyObject<'py> for Delta {
 #[pyo3(signature = (key, delta=Delta(1)), text_signature = "(key, delta=1)")]
 fn state_incr(key: &Bound<'_, PyAny>, delta: Delta) -> PyResult<i64> {
     let key = key_str(key, "key")?;
-    engine()?.store().incr(&key, delta.0).py()
+    engine()?.store().incr(key, delta.0).py()
 }
 
 /// Subtracts `delta` from the counter at `key` atomically and returns the new value.
@@ -149,7 +149,7 @@ fn state_decr(key: &Bound<'_, PyAny>, delta: Delta) -> PyResult<i64> {
         .0
         .checked_neg()
         .ok_or_else(|| PyValueError::new_err("delta does not fit in 64 bits"))?;
-    engine()?.store().incr(&key, neg).py()
+    engine()?.store().incr(key, neg).py()
 }
 
 /// Values of several keys as a dict; missing keys map to None.
@@ -207,14 +207,14 @@ fn state_keys<'py>(
 fn state_expire(key: &Bound<'_, PyAny>, ttl: f64) -> PyResult<bool> {
     let key = key_str(key, "key")?;
     let ttl = ttl_arg(Some(ttl))?.unwrap_or_default();
-    engine()?.store().expire(&key, ttl).py()
+    engine()?.store().expire(key, ttl).py()
 }
 
 /// Seconds until `key` expires; None when it has no TTL or does not exist.
 #[pyfunction]
 fn state_ttl(key: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
     let key = key_str(key, "key")?;
-    Ok(match engine()?.store().ttl(&key).py()? {
+    Ok(match engine()?.store().ttl(key).py()? {
         Ttl::Expires(d) => Some(d.as_secs_f64()),
         Ttl::Missing | Ttl::Persistent => None,
     })
@@ -240,7 +240,7 @@ fn state_clear(py: Python<'_>) -> PyResult<()> {
 fn publish(topic: &Bound<'_, PyAny>, message: &Bound<'_, PyAny>) -> PyResult<usize> {
     let topic = key_str(topic, "topic")?;
     let payload = encode(message, "message")?;
-    engine()?.bus().publish(&topic, payload).py()
+    engine()?.bus().publish(topic, payload).py()
 }
 
 /// Name of the backend in use (`"embedded"`).

@@ -46,6 +46,10 @@ pub(crate) struct Shared {
     /// Messages dropped since the last lag notice was queued.
     dropped: AtomicU64,
     notifier: OnceLock<Notifier>,
+    /// The ready set this mailbox reports to, if attached (see [`ReadySet`]).
+    ready: OnceLock<Arc<ReadyInner>>,
+    /// Whether this mailbox's id sits in its ready set since the consumer last found it empty.
+    in_ready: AtomicBool,
     /// Whether the readiness descriptor has been signalled since the consumer last cleared it.
     signaled: AtomicBool,
     closed: AtomicBool,
@@ -63,6 +67,8 @@ impl Shared {
             popped_bytes: PaddedUsize::default(),
             dropped: AtomicU64::new(0),
             notifier: OnceLock::new(),
+            ready: OnceLock::new(),
+            in_ready: AtomicBool::new(false),
             signaled: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         }
@@ -111,12 +117,19 @@ impl Shared {
     #[inline]
     fn wake(&self) {
         if let Some(n) = self.notifier.get() {
-            // Pairs with the fence in `clear_ready`: either we see the flag cleared, or the
+            // Pairs with the fence in `try_recv_arm`: either we see the flag cleared, or the
             // consumer's re-check sees our message.
             fence(Ordering::SeqCst);
             if !self.signaled.load(Ordering::Relaxed) && !self.signaled.swap(true, Ordering::AcqRel)
             {
                 n.signal();
+            }
+        }
+        if let Some(r) = self.ready.get() {
+            fence(Ordering::SeqCst);
+            if !self.in_ready.load(Ordering::Relaxed) && !self.in_ready.swap(true, Ordering::AcqRel)
+            {
+                r.mark(self.id);
             }
         }
     }
@@ -358,7 +371,35 @@ impl Mailbox {
             self.shared.signaled.store(false, Ordering::Relaxed);
             fence(Ordering::SeqCst);
         }
+        if self.shared.ready.get().is_some() {
+            self.shared.in_ready.store(false, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+        }
         self.try_recv()
+    }
+
+    /// Attaches this mailbox to a [`ReadySet`]: from now on, when it goes from empty to holding
+    /// messages, its id is added to the set (once, until [`Mailbox::try_recv_arm`] finds it
+    /// empty again). A mailbox belongs to at most one ready set.
+    pub fn attach(&self, set: &ReadySet) -> Result<()> {
+        if let Some(current) = self.shared.ready.get() {
+            return if Arc::ptr_eq(current, &set.inner) {
+                Ok(())
+            } else {
+                Err(Error::InvalidArgument(String::from(
+                    "mailbox is already attached to another ready set",
+                )))
+            };
+        }
+        let _ = self.shared.ready.set(set.inner.clone());
+        // Messages queued before the attachment signalled nothing: report them now.
+        fence(Ordering::SeqCst);
+        if (!self.shared.rx.is_empty() || self.is_closed())
+            && !self.shared.in_ready.swap(true, Ordering::AcqRel)
+        {
+            set.inner.mark(self.shared.id);
+        }
+        Ok(())
     }
 
     /// Closes the mailbox: removes all its subscriptions, discards what it holds, wakes any
@@ -383,6 +424,9 @@ impl Mailbox {
         if let Some(n) = self.shared.notifier.get() {
             n.signal();
         }
+        if let Some(r) = self.shared.ready.get() {
+            r.mark(self.shared.id);
+        }
     }
 
     /// Whether [`Mailbox::close`] was called.
@@ -394,5 +438,67 @@ impl Mailbox {
 impl Drop for Mailbox {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+pub(crate) struct ReadyInner {
+    notifier: Notifier,
+    signaled: AtomicBool,
+    ids: Mutex<Vec<u64>>,
+}
+
+impl ReadyInner {
+    fn mark(&self, id: u64) {
+        self.ids.lock().push(id);
+        // The lock orders this with `take`: either `take` sees the id, or we see the flag it
+        // cleared before taking and signal again.
+        if !self.signaled.load(Ordering::Acquire) && !self.signaled.swap(true, Ordering::AcqRel) {
+            self.notifier.signal();
+        }
+    }
+}
+
+/// One readiness descriptor for many mailboxes, so an event loop waits on a single descriptor
+/// however many mailboxes it serves, and a batch of publishes costs at most one wake-up.
+///
+/// Attach mailboxes with [`Mailbox::attach`]. When the descriptor reads as ready, call
+/// [`ReadySet::take`] for the ids of the mailboxes that went from empty to holding messages, and
+/// drain each with [`Mailbox::try_recv_arm`] until it returns `Empty` (which re-arms it).
+#[derive(Clone)]
+pub struct ReadySet {
+    inner: Arc<ReadyInner>,
+}
+
+impl std::fmt::Debug for ReadySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadySet").field("fd", &self.fd()).finish()
+    }
+}
+
+impl ReadySet {
+    /// A new, empty ready set with its own descriptor.
+    pub fn new() -> Result<ReadySet> {
+        let notifier = Notifier::new()
+            .map_err(|e| Error::Backend(format!("cannot create readiness descriptor: {e}")))?;
+        Ok(ReadySet {
+            inner: Arc::new(ReadyInner {
+                notifier,
+                signaled: AtomicBool::new(false),
+                ids: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The descriptor, readable while ids are waiting to be taken. Owned by the set.
+    pub fn fd(&self) -> i32 {
+        self.inner.notifier.fd()
+    }
+
+    /// Clears the descriptor and returns the ids of mailboxes that became ready (each at most
+    /// once per batch; a closed mailbox also reports its id).
+    pub fn take(&self) -> Vec<u64> {
+        self.inner.notifier.clear();
+        self.inner.signaled.store(false, Ordering::Release);
+        std::mem::take(&mut *self.inner.ids.lock())
     }
 }

@@ -44,8 +44,8 @@ use parking_lot::RwLock;
 
 use crate::config::{Config, Limits, MailboxConfig};
 use crate::error::{shorten, Error, Result};
-pub use mailbox::Mailbox;
 use mailbox::Shared;
+pub use mailbox::{Mailbox, ReadySet};
 
 /// A published message, shared by every mailbox it reached (topic and payload in one
 /// allocation).

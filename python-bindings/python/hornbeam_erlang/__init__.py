@@ -19,6 +19,7 @@ the child.
 from __future__ import annotations
 
 import asyncio
+from asyncio.events import _get_running_loop
 import contextvars
 import os
 import threading
@@ -31,8 +32,8 @@ from ._native import (
     HornbeamError,
     MailboxClosed,
     Message,
+    ReadySet,
     backend,
-    publish,
     state_clear,
     state_count,
     state_decr,
@@ -55,7 +56,7 @@ __version__: str = _native.__version__
 Storable = Union[None, bool, int, float, str, bytes, list, tuple, dict]
 
 __all__ = [
-    "BackendError", "HornbeamError", "Mailbox", "MailboxClosed", "Message", "Storable", "backend",
+    "BackendError", "HornbeamError", "Mailbox", "MailboxClosed", "Message", "ReadySet", "Storable", "backend",
     "check_pubsub", "current_mailbox", "decr", "delete", "get", "incr", "mailbox", "publish",
     "set", "state_clear", "state_count", "state_decr", "state_delete", "state_exists",
     "state_expire", "state_get", "state_get_multi", "state_incr", "state_keys", "state_set",
@@ -69,9 +70,86 @@ incr = state_incr
 decr = state_decr
 
 
-def _wake(fut: "asyncio.Future[None]") -> None:
-    if not fut.done():
-        fut.set_result(None)
+class _Hub:
+    """One per event loop: a single descriptor (a native ``ReadySet``) registered once with
+    ``add_reader`` serves every mailbox awaited in that loop, so a burst of publishes costs one
+    wake-up of the loop, not one per mailbox."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ready = _native.ReadySet()
+        self.waiters: dict[int, list[asyncio.Future[None]]] = {}
+        loop.add_reader(self.ready.fileno(), self._on_ready)
+
+    def wake_now(self) -> None:
+        """After a publish from this loop's own thread: complete the local receivers' futures at
+        once, as ``asyncio.Queue.put_nowait`` does, instead of after the loop's next poll."""
+        if self.waiters:
+            self._on_ready()
+
+    def _on_ready(self) -> None:
+        for mailbox_id in self.ready.take():
+            for fut in self.waiters.pop(mailbox_id, ()):
+                if not fut.done():
+                    fut.set_result(None)
+
+    def wait(self, mailbox_id: int) -> "asyncio.Future[None]":
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self.waiters.setdefault(mailbox_id, []).append(fut)
+        return fut
+
+    def forget(self, mailbox_id: int, fut: "asyncio.Future[None]") -> None:
+        waiting = self.waiters.get(mailbox_id)
+        if waiting and fut in waiting:
+            waiting.remove(fut)
+            if not waiting:
+                del self.waiters[mailbox_id]
+
+
+def publish(topic: str, message: Any) -> int:
+    """Publishes ``message`` (any storable object) to ``topic``; returns how many mailboxes took
+    it."""
+    delivered = _native.publish(topic, message)
+    if delivered:
+        loop = _get_running_loop()
+        if loop is not None:
+            hub = _hubs.get(id(loop))
+            if hub is not None and hub.loop is loop:
+                hub.wake_now()
+    return delivered
+
+
+def _wait(mb: "Mailbox") -> "asyncio.Future[None]":
+    """Called by a pending ``recv()`` with nothing queued: a future the hub completes when
+    ``mb`` becomes ready."""
+    hub = _hub(asyncio.get_running_loop())
+    mb._attach(hub.ready)
+    return hub.wait(mb.id)
+
+
+def _forget(mb: "Mailbox", fut: "asyncio.Future[None]") -> None:
+    hub = _hubs.get(id(fut.get_loop()))
+    if hub is not None:
+        hub.forget(mb.id, fut)
+
+
+# Hubs by loop. Keyed by id() because some loops (uvloop) take no weak references; a closed
+# loop's hub is dropped the next time a hub is made.
+_hubs: dict[int, _Hub] = {}
+_hubs_lock = threading.Lock()
+
+
+def _hub(loop: asyncio.AbstractEventLoop) -> _Hub:
+    hub = _hubs.get(id(loop))
+    if hub is not None and hub.loop is loop:
+        return hub
+    with _hubs_lock:
+        for key, old in list(_hubs.items()):
+            if old.loop.is_closed():
+                del _hubs[key]
+        hub = _Hub(loop)
+        _hubs[id(loop)] = hub
+    return hub
 
 
 class Mailbox(_native.Mailbox):
@@ -90,54 +168,27 @@ class Mailbox(_native.Mailbox):
     def recv(self, timeout: Optional[float] = None) -> Any:
         """Next message; ``None`` on timeout.
 
-        Called from a coroutine (a running event loop in this thread) it returns an awaitable;
-        called from a plain thread it blocks, releasing the GIL.
+        Called from a coroutine (a running event loop in this thread) it returns an awaitable
+        (also usable with ``asyncio.create_task``); called from a plain thread it blocks,
+        releasing the GIL.
         """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        if _get_running_loop() is None:
             return self._recv_blocking(timeout)
-        return self._recv_async(loop, timeout)
+        if timeout is None:
+            return _native._Recv(self, _wait, _forget)
+        return self._recv_timeout(timeout)
 
-    async def _recv_async(self, loop: asyncio.AbstractEventLoop, timeout: Optional[float]) -> Optional[Message]:
-        msg = self._try_recv_arm()
-        if msg is not None:
-            return msg
-        fd = self.fileno()
-        deadline = None if timeout is None else loop.time() + timeout
-        # Each pass waits for the descriptor, then re-checks: a wake-up without a message (another
-        # receiver took it) waits again; the deadline bounds the loop when a timeout is given.
-        while True:
-            fut: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, _wake, fut)
-            try:
-                if deadline is None:
-                    await fut
-                else:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        return None
-                    try:
-                        await asyncio.wait_for(fut, remaining)
-                    except asyncio.TimeoutError:
-                        return self._try_recv_arm()
-            finally:
-                loop.remove_reader(fd)
-            msg = self._try_recv_arm()
-            if msg is not None:
-                return msg
+    async def _recv_timeout(self, timeout: float) -> Optional[Message]:
+        try:
+            return await asyncio.wait_for(_native._Recv(self, _wait, _forget), timeout)
+        except asyncio.TimeoutError:
+            return None
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self
 
-    async def __anext__(self) -> Message:
-        try:
-            msg = await self.recv()
-        except MailboxClosed:
-            raise StopAsyncIteration from None
-        if msg is None:  # pragma: no cover - recv() without timeout returns a message
-            raise StopAsyncIteration
-        return msg
+    def __anext__(self) -> Any:
+        return _native._Recv(self, _wait, _forget, True)
 
     def __enter__(self) -> "Mailbox":
         return self
@@ -212,5 +263,10 @@ def check_pubsub() -> Optional[Message]:
     return None if mb is None else mb.recv_nowait()
 
 
+def _after_fork_in_child() -> None:
+    _native._after_fork_in_child()
+    _hubs.clear()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_native._after_fork_in_child)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
