@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: help venv install run test test-rust test-python test-examples test-c test-node lib install-lib test-install \
-        header header-check lint fmt bench bench-rust bench-python stress examples clean
+        header header-check lint fmt stress-quick bench bench-rust bench-python stress examples clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ install: venv ## Build the engine (release) and install hornbeam_erlang into .ve
 run: install ## Start the demo (every example app) on http://127.0.0.1:8000
 	$(VENV)/bin/uvicorn examples.demo.app:app --host $(HOST) --port $(PORT)
 
-test: test-rust install test-python test-examples test-c header-check ## Run every test
+test: test-rust install test-python test-examples test-c test-node test-wheel header-check ## Run every test
 	@echo "make test: all suites passed"
 
 test-rust: ## Rust unit, integration and doc tests
@@ -40,8 +40,23 @@ test-python: install ## pytest: the hornbeam_erlang module
 test-examples: install ## pytest: example apps on a real uvicorn, browser tests
 	$(PYTEST) tests/py
 
+test-node: install ## Node: the official phoenix client and hornbeam.js against the channels server
+	cd tests/node && npm ci --no-audit --no-fund --silent && HORNBEAM_PYTHON=$(abspath $(PY)) node --test
+
+test-wheel: venv ## `pip install .` into a fresh venv: the wheel carries all three packages and stubs
+	set -e; tmp=$$(mktemp -d); python3 -m venv $$tmp/venv; \
+	  $$tmp/venv/bin/pip install -q . ; \
+	  cd $$tmp && $$tmp/venv/bin/python -c "import hornbeam_erlang, hornbeam_channels, hornbeam_presence, pathlib; \
+	    p = pathlib.Path(hornbeam_erlang.__file__).parent; assert (p / '__init__.pyi').exists() and (p / 'py.typed').exists(); \
+	    assert (pathlib.Path(hornbeam_channels.__file__).parent / 'static' / 'hornbeam.js').exists(); \
+	    hornbeam_erlang.state_set('k', {'a': 1}); assert hornbeam_erlang.state_get('k') == {'a': 1}; print('test-wheel: pip install . works')"; \
+	  rm -rf $$tmp
+
 stress: ## Long concurrency stress tests (ignored by default)
 	$(CARGO) test --release --workspace --exclude hornbeam-python -- --ignored --test-threads 1
+
+stress-quick: ## The stress tests once, in release mode (CI's short version of `make stress`)
+	$(CARGO) test --release -p hornbeam-core --test stress -- --ignored --test-threads 1
 
 lint: ## cargo fmt --check, clippy -D warnings, header check, mypy stubtest
 	$(CARGO) fmt --all -- --check
