@@ -16,6 +16,7 @@ Run from the repository root::
 
     .venv/bin/python benches/ws/chat_bench.py            # 200 clients, 30 s paced, 10 s max
     .venv/bin/python benches/ws/chat_bench.py --quick    # 200 clients, 5 s + 4 s: under a minute
+    .venv/bin/python benches/ws/chat_bench.py --rounds 3 # apps in turn, 3 times; medians at the end
 
 The load generator is a minimal WebSocket client on asyncio (no library frame machinery), so that on
 a small machine the client costs less than the server it measures.
@@ -32,6 +33,7 @@ import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -330,10 +332,24 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['app']} | {r['phase']} | {r['clients']} | {r['sent']} | {r['deliveries']} | {r['lost']} "
+            f"| {r['app']} | {r['phase']} | {r['clients']} | {r['sent']:.0f} | {r['deliveries']:.0f} | {r['lost']:.0f} "
             f"| {r['deliveries_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['server_cpu_pct']:.0f}% "
             f"| {r['client_cpu_pct']:.0f}% |")
     return "\n".join(lines)
+
+
+def medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["app"], r["phase"]), []).append(r)
+    out = []
+    for group in groups.values():
+        merged = dict(group[0])
+        for key, value in merged.items():
+            if isinstance(value, (int, float)) and key != "clients":
+                merged[key] = statistics.median(r[key] for r in group)
+        out.append(merged)
+    return out
 
 
 def main() -> None:
@@ -343,6 +359,8 @@ def main() -> None:
     parser.add_argument("--paced", type=int, default=30, help="seconds of one message per client per second")
     parser.add_argument("--max", type=float, default=10.0, help="seconds of the closed-loop phase")
     parser.add_argument("--window", type=int, default=1, help="messages in flight per client in the max phase")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the apps in turn this many times; the summary takes medians")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args()
     if args.quick:
@@ -350,12 +368,22 @@ def main() -> None:
 
     async def everything() -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
-        for name, (app, extra) in APPS.items():
-            rows += await run_app(name, app, extra, args)
+        for round_no in range(args.rounds):
+            # Alternate the order, so neither app always runs first on a machine that warms up.
+            order = list(APPS.items())
+            if round_no % 2:
+                order.reverse()
+            for name, (app, extra) in order:
+                rows += await run_app(name, app, extra, args)
         return rows
 
     started = time.monotonic()
     rows = asyncio.run(everything())
+    if args.rounds > 1:
+        print(f"Every round ({args.rounds}):\n")
+        print(table(rows))
+        print(f"\nMedian of {args.rounds} rounds:\n")
+        rows = medians(rows)
     print(table(rows))
     print(f"\n{args.clients} clients in one room; uvicorn, {os.cpu_count()} CPUs; "
           f"{time.monotonic() - started:.0f} s in all.")
