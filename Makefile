@@ -70,7 +70,8 @@ fmt: ## Format the Rust code
 bench: bench-rust bench-python ## Every benchmark (criterion + Python + WebSocket)
 
 bench-rust: ## Criterion benchmarks of core beside their baselines
-	$(CARGO) bench -p hornbeam-benches
+	$(CARGO) bench -p hornbeam-benches --benches -- --noplot
+	python3 benches/report.py
 
 bench-python: install ## Python per-call and fan-out benchmarks
 	$(PY) benches/python/bench_state.py
