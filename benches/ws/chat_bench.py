@@ -361,7 +361,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=1, help="messages in flight per client in the max phase")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run the apps in turn this many times; the summary takes medians")
-    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    parser.add_argument("--json", type=Path, help="also write the rows of every round to this file")
     args = parser.parse_args()
     if args.quick:
         args.paced, args.max = 5, 4.0
@@ -379,6 +379,8 @@ def main() -> None:
 
     started = time.monotonic()
     rows = asyncio.run(everything())
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
     if args.rounds > 1:
         print(f"Every round ({args.rounds}):\n")
         print(table(rows))
@@ -387,8 +389,6 @@ def main() -> None:
     print(table(rows))
     print(f"\n{args.clients} clients in one room; uvicorn, {os.cpu_count()} CPUs; "
           f"{time.monotonic() - started:.0f} s in all.")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":
