@@ -306,8 +306,10 @@ class Connection:
         if self.username is not None:
             await self.send_json({"type": "error", "reason": "already joined"})
             return
-        self.username = clean_username(data.get("username"), self.user_id)
-        self.room.add_user(self.user_id, self.username)
+        username = clean_username(data.get("username"), self.user_id)
+        self.room.add_user(self.user_id, username)
+        # Set only once stored, so leave() undoes exactly what was done.
+        self.username = username
         await self.send_json({
             "type": "joined",
             "user_id": self.user_id,
@@ -351,6 +353,8 @@ async def handle_websocket(scope: Scope, receive: Receive, send: Send) -> None:
     try:
         try:
             close = await conn.read(receive)
+        except OSError:
+            close = None  # the client went away while being answered: nothing to close
         except Exception:
             log.exception("chat connection in room %r failed", room_id)
             close = (CLOSE_INTERNAL_ERROR, "internal error")
