@@ -136,7 +136,7 @@ fn next(x: &mut u64) -> u64 {
     *x
 }
 
-fn run(m: &dyn Map, keys: &[String], w: Workload, threads: usize, iters: u64) -> Duration {
+fn run(m: &dyn Map, keys: &[String], counters: &[String], w: Workload, threads: usize, iters: u64) -> Duration {
     let v = value();
     let start = Instant::now();
     std::thread::scope(|s| {
@@ -162,7 +162,7 @@ fn run(m: &dyn Map, keys: &[String], w: Workload, threads: usize, iters: u64) ->
                             black_box(m.incr("hot:counter"));
                         }
                         Workload::IncrRandom => {
-                            black_box(m.incr(&keys[(r % 100_000) as usize]));
+                            black_box(m.incr(&counters[(r % counters.len() as u64) as usize]));
                         }
                     }
                 }
@@ -174,6 +174,7 @@ fn run(m: &dyn Map, keys: &[String], w: Workload, threads: usize, iters: u64) ->
 
 fn store_ops(c: &mut Criterion) {
     let keys = keys();
+    let counters: Vec<String> = (0..100_000).map(|i| format!("counter:{i}")).collect();
     let ours = Engine::new(Config::default()).store().clone();
     let rw: RwLock<HashMap<String, V>> = RwLock::new(HashMap::new());
     let dash: DashMap<String, V> = DashMap::new();
@@ -199,7 +200,7 @@ fn store_ops(c: &mut Criterion) {
                 .measurement_time(Duration::from_secs(3));
             for (name, m) in maps {
                 g.bench_function(name, |b| {
-                    b.iter_custom(|iters| run(m, &keys, w, threads, iters))
+                    b.iter_custom(|iters| run(m, &keys, &counters, w, threads, iters))
                 });
             }
             g.finish();

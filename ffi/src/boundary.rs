@@ -64,6 +64,17 @@ pub(crate) unsafe fn write_out<T>(out: *mut T, value: T, what: &str) -> Result<(
     Ok(())
 }
 
+/// Writes an optional output (NULL means the caller does not want it).
+///
+/// # Safety
+/// `out` is NULL or valid for a write of `T`.
+pub(crate) unsafe fn write_opt<T>(out: *mut T, value: T) {
+    if !out.is_null() {
+        // SAFETY: non-NULL and valid per this function's contract.
+        unsafe { out.write(value) };
+    }
+}
+
 /// Checks that an out-pointer is not NULL before any work is done (so a call that fails on it
 /// has had no effect).
 pub(crate) fn need_out<T>(out: *mut T, what: &str) -> Result<(), HbStatus> {

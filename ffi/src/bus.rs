@@ -34,10 +34,8 @@ pub unsafe extern "C" fn hb_publish(
             )
         };
         let n = e.0.bus().publish(topic, payload).map_err(from_error)?;
-        if !delivered.is_null() {
-            // SAFETY: non-NULL and valid per the contract.
-            unsafe { delivered.write(n) };
-        }
+        // SAFETY: `delivered` is NULL or valid per the contract.
+        unsafe { crate::boundary::write_opt(delivered, n) };
         Ok(())
     })
 }
@@ -66,10 +64,8 @@ pub unsafe extern "C" fn hb_publish_str(
         };
         let encoded = Value::encode(body).map_err(from_error)?.to_msgpack();
         let n = e.0.bus().publish(topic, &encoded[..]).map_err(from_error)?;
-        if !delivered.is_null() {
-            // SAFETY: non-NULL and valid per the contract.
-            unsafe { delivered.write(n) };
-        }
+        // SAFETY: `delivered` is NULL or valid per the contract.
+        unsafe { crate::boundary::write_opt(delivered, n) };
         Ok(())
     })
 }

@@ -4,9 +4,30 @@ use std::time::Duration;
 
 use hornbeam_core::{Ttl, Value};
 
-use crate::boundary::{bytes, guard, need_out, text, write_out, Handle};
+use crate::boundary::{write_opt, bytes, guard, need_out, text, write_out, Handle};
 use crate::engine::{HbBytes, HbEngine};
 use crate::status::{fail, from_error, HbStatus};
+
+/// Borrows the engine handle and the UTF-8 key that every store call starts with.
+///
+/// # Safety
+/// `engine` is NULL or a live handle; `key` is NULL or valid for reads of `key_len` bytes.
+unsafe fn engine_key<'a>(
+    engine: *const HbEngine,
+    key: *const u8,
+    key_len: usize,
+) -> Result<(&'a HbEngine, &'a str), HbStatus> {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { Ok((HbEngine::from_ptr(engine, "engine")?, text(key, key_len, "key")?)) }
+}
+
+/// The value at `key`, or `HB_NOT_FOUND`.
+fn found(e: &HbEngine, key: &str) -> Result<Value, HbStatus> {
+    e.0.store()
+        .get(key)
+        .map_err(from_error)?
+        .ok_or_else(|| fail(HbStatus::HB_NOT_FOUND, format!("key {key:?} not found")))
+}
 
 fn ttl(ttl_ms: u64) -> Option<Duration> {
     (ttl_ms > 0).then(|| Duration::from_millis(ttl_ms))
@@ -27,14 +48,8 @@ pub unsafe extern "C" fn hb_get(
     guard(|| {
         need_out(out, "out")?;
         // SAFETY: forwarded from this function's contract.
-        let (e, key) = unsafe {
-            (
-                HbEngine::from_ptr(engine, "engine")?,
-                text(key, key_len, "key")?,
-            )
-        };
-        let v = e.0.store().get(key).map_err(from_error)?;
-        let v = v.ok_or_else(|| fail(HbStatus::HB_NOT_FOUND, format!("key {key:?} not found")))?;
+        let (e, key) = unsafe { engine_key(engine, key, key_len) }?;
+        let v = found(e, key)?;
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, HbBytes::new(&v.to_msgpack()).into_raw(), "out") }
     })
@@ -83,12 +98,7 @@ pub unsafe extern "C" fn hb_set_int(
 ) -> HbStatus {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
-        let (e, key) = unsafe {
-            (
-                HbEngine::from_ptr(engine, "engine")?,
-                text(key, key_len, "key")?,
-            )
-        };
+        let (e, key) = unsafe { engine_key(engine, key, key_len) }?;
         e.0.store()
             .set(key, Value::Int(value), ttl(ttl_ms))
             .map_err(from_error)
@@ -110,14 +120,8 @@ pub unsafe extern "C" fn hb_get_int(
     guard(|| {
         need_out(out, "out")?;
         // SAFETY: forwarded from this function's contract.
-        let (e, key) = unsafe {
-            (
-                HbEngine::from_ptr(engine, "engine")?,
-                text(key, key_len, "key")?,
-            )
-        };
-        let v = e.0.store().get(key).map_err(from_error)?;
-        let v = v.ok_or_else(|| fail(HbStatus::HB_NOT_FOUND, format!("key {key:?} not found")))?;
+        let (e, key) = unsafe { engine_key(engine, key, key_len) }?;
+        let v = found(e, key)?;
         let i = v.as_int().ok_or_else(|| {
             fail(
                 HbStatus::HB_NOT_AN_INTEGER,
@@ -173,14 +177,8 @@ pub unsafe extern "C" fn hb_get_str(
     guard(|| {
         need_out(out, "out")?;
         // SAFETY: forwarded from this function's contract.
-        let (e, key) = unsafe {
-            (
-                HbEngine::from_ptr(engine, "engine")?,
-                text(key, key_len, "key")?,
-            )
-        };
-        let v = e.0.store().get(key).map_err(from_error)?;
-        let v = v.ok_or_else(|| fail(HbStatus::HB_NOT_FOUND, format!("key {key:?} not found")))?;
+        let (e, key) = unsafe { engine_key(engine, key, key_len) }?;
+        let v = found(e, key)?;
         let s: String = v.decode().map_err(|_| {
             fail(
                 HbStatus::HB_INVALID_VALUE,
@@ -205,17 +203,10 @@ pub unsafe extern "C" fn hb_delete(
 ) -> HbStatus {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
-        let (e, key) = unsafe {
-            (
-                HbEngine::from_ptr(engine, "engine")?,
-                text(key, key_len, "key")?,
-            )
-        };
+        let (e, key) = unsafe { engine_key(engine, key, key_len) }?;
         let was = e.0.store().delete(key).map_err(from_error)?;
-        if !existed.is_null() {
-            // SAFETY: non-NULL and valid per the contract.
-            unsafe { existed.write(was) };
-        }
+        // SAFETY: `existed` is NULL or valid per the contract.
+        unsafe { write_opt(existed, was) };
         Ok(())
     })
 }
@@ -236,12 +227,7 @@ pub unsafe extern "C" fn hb_incr(
     guard(|| {
         need_out(out, "out")?;
         // SAFETY: forwarded from this function's contract.
-        let (e, key) = unsafe {
-            (
-                HbEngine::from_ptr(engine, "engine")?,
-                text(key, key_len, "key")?,
-            )
-        };
+        let (e, key) = unsafe { engine_key(engine, key, key_len) }?;
         let n = e.0.store().incr(key, delta).map_err(from_error)?;
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, n, "out") }
@@ -263,20 +249,13 @@ pub unsafe extern "C" fn hb_expire(
 ) -> HbStatus {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
-        let (e, key) = unsafe {
-            (
-                HbEngine::from_ptr(engine, "engine")?,
-                text(key, key_len, "key")?,
-            )
-        };
+        let (e, key) = unsafe { engine_key(engine, key, key_len) }?;
         let was =
             e.0.store()
                 .expire(key, Duration::from_millis(ttl_ms.max(1)))
                 .map_err(from_error)?;
-        if !existed.is_null() {
-            // SAFETY: non-NULL and valid per the contract.
-            unsafe { existed.write(was) };
-        }
+        // SAFETY: `existed` is NULL or valid per the contract.
+        unsafe { write_opt(existed, was) };
         Ok(())
     })
 }
@@ -296,12 +275,7 @@ pub unsafe extern "C" fn hb_ttl(
     guard(|| {
         need_out(out, "out")?;
         // SAFETY: forwarded from this function's contract.
-        let (e, key) = unsafe {
-            (
-                HbEngine::from_ptr(engine, "engine")?,
-                text(key, key_len, "key")?,
-            )
-        };
+        let (e, key) = unsafe { engine_key(engine, key, key_len) }?;
         let ms = match e.0.store().ttl(key).map_err(from_error)? {
             Ttl::Missing => -2,
             Ttl::Persistent => -1,
