@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 from asyncio.events import _get_running_loop
 import contextvars
+import logging
+import multiprocessing
 import os
 import threading
 import weakref
@@ -263,10 +265,32 @@ def check_pubsub() -> Optional[Message]:
     return None if mb is None else mb.recv_nowait()
 
 
+_log = logging.getLogger("hornbeam_erlang")
+_warned_per_process = False
+
+
+def _warn_if_worker(reason: str) -> None:
+    """Says once per process that a worker's embedded engine is its own (DESIGN.md's pitfall)."""
+    global _warned_per_process
+    if _warned_per_process or os.environ.get("HORNBEAM_URL"):
+        return
+    _warned_per_process = True
+    _log.warning(
+        "hornbeam_erlang: %s, and the embedded engine is per process: each worker has its own "
+        "store and bus, so state and messages are not shared between workers. Set "
+        "HORNBEAM_URL=redis://host:port/db to share them.", reason,
+    )
+
+
 def _after_fork_in_child() -> None:
     _native._after_fork_in_child()
     _hubs.clear()
+    _warn_if_worker("this process was forked from one that used the engine")
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+# uvicorn --workers and gunicorn start workers with multiprocessing (spawn) or fork.
+if multiprocessing.parent_process() is not None:
+    _warn_if_worker("running in a worker process started by another")
