@@ -47,6 +47,10 @@ typedef enum HbStatus {
    */
   HB_INVALID_ARGUMENT = 102,
   /**
+   * The caller's buffer is too small: only the needed size was written.
+   */
+  HB_BUFFER_TOO_SMALL = 103,
+  /**
    * The key does not exist.
    */
   HB_NOT_FOUND = 200,
@@ -515,6 +519,23 @@ enum HbStatus hb_get(const struct HbEngine *engine,
                      const uint8_t *key,
                      uintptr_t key_len,
                      struct HbBytes **out);
+
+/**
+ * Copies the MessagePack bytes of `key` into the caller's buffer `buf` of `buf_len` bytes (no
+ * allocation) and writes their length to `*value_len`. `HB_NOT_FOUND` when the key is missing;
+ * `HB_BUFFER_TOO_SMALL` when `buf_len` is less than the value's length, with nothing written but
+ * the needed length to `*value_len` (call again with a larger buffer).
+ *
+ * # Safety
+ * `engine` is a live handle; `key` is valid for `key_len` bytes; `buf` is NULL (with `buf_len`
+ * 0) or valid for writes of `buf_len` bytes; `value_len` is valid for one write.
+ */
+enum HbStatus hb_get_into(const struct HbEngine *engine,
+                          const uint8_t *key,
+                          uintptr_t key_len,
+                          uint8_t *buf,
+                          uintptr_t buf_len,
+                          uintptr_t *value_len);
 
 /**
  * Stores MessagePack bytes (`value`, `value_len`: one well-formed value) at `key`, expiring

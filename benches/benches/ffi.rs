@@ -17,7 +17,10 @@ fn ok(s: HbStatus) {
 
 fn ffi(c: &mut Criterion) {
     let engine = Engine::new(Config::default());
-    engine.store().set("user:1", Value::encode("ann").unwrap(), None).unwrap();
+    engine
+        .store()
+        .set("user:1", Value::encode("ann").unwrap(), None)
+        .unwrap();
     let mut h: *mut HbEngine = ptr::null_mut();
     // SAFETY: valid out-pointer; the handle is freed at the end.
     unsafe { ok(hb_engine_new(&mut h)) };
@@ -25,7 +28,17 @@ fn ffi(c: &mut Criterion) {
     unsafe { ok(hb_set_str(h, b"user:1".as_ptr(), 6, b"ann".as_ptr(), 3, 0)) };
 
     let mut g = c.benchmark_group("ffi/get");
-    g.bench_function("rust", |b| b.iter(|| black_box(engine.store().get("user:1").unwrap().map(|v| v.to_msgpack()))));
+    g.bench_function("rust", |b| {
+        b.iter(|| {
+            black_box(
+                engine
+                    .store()
+                    .get("user:1")
+                    .unwrap()
+                    .map(|v| v.to_msgpack()),
+            )
+        })
+    });
     g.bench_function("c_abi", |b| {
         b.iter(|| {
             let mut out: *mut HbBytes = ptr::null_mut();
@@ -39,8 +52,42 @@ fn ffi(c: &mut Criterion) {
     });
     g.finish();
 
+    // The same read into a caller's buffer: no allocation on either side.
+    let mut g = c.benchmark_group("ffi/get_into_buffer");
+    let mut buf = [0u8; 64];
+    g.bench_function("rust", |b| {
+        b.iter(|| {
+            let v = engine.store().get("user:1").unwrap().unwrap();
+            let Value::Bytes(bytes) = &v else {
+                unreachable!()
+            };
+            buf[..bytes.len()].copy_from_slice(bytes);
+            black_box(bytes.len())
+        })
+    });
+    g.bench_function("c_abi", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            // SAFETY: live handle; valid key, buffer and out-pointer.
+            unsafe {
+                ok(hb_get_into(
+                    h,
+                    b"user:1".as_ptr(),
+                    6,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                    &mut n,
+                ))
+            };
+            black_box(n)
+        })
+    });
+    g.finish();
+
     let mut g = c.benchmark_group("ffi/incr");
-    g.bench_function("rust", |b| b.iter(|| black_box(engine.store().incr("hits", 1).unwrap())));
+    g.bench_function("rust", |b| {
+        b.iter(|| black_box(engine.store().incr("hits", 1).unwrap()))
+    });
     g.bench_function("c_abi", |b| {
         b.iter(|| {
             let mut n = 0i64;
@@ -73,7 +120,14 @@ fn ffi(c: &mut Criterion) {
             let (mut p, mut n) = (ptr::null(), 0usize);
             // SAFETY: live handles; valid pointers; the message is freed right after.
             unsafe {
-                ok(hb_publish(h, b"t:x".as_ptr(), 3, payload.as_ptr(), payload.len(), ptr::null_mut()));
+                ok(hb_publish(
+                    h,
+                    b"t:x".as_ptr(),
+                    3,
+                    payload.as_ptr(),
+                    payload.len(),
+                    ptr::null_mut(),
+                ));
                 ok(hb_mailbox_try_recv(cmb, &mut m));
                 ok(hb_message_payload(m, &mut p, &mut n));
                 black_box(n);

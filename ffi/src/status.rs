@@ -19,6 +19,8 @@ pub enum HbStatus {
     HB_INVALID_UTF8 = 101,
     /// An argument is out of range (see `hb_last_error`).
     HB_INVALID_ARGUMENT = 102,
+    /// The caller's buffer is too small: only the needed size was written.
+    HB_BUFFER_TOO_SMALL = 103,
     /// The key does not exist.
     HB_NOT_FOUND = 200,
     /// The value is not an integer (for incr or `_int` reads); it is unchanged.
@@ -132,6 +134,7 @@ pub extern "C" fn hb_status_str(status: HbStatus) -> *const c_char {
         HbStatus::HB_NULL_ARGUMENT => b"HB_NULL_ARGUMENT\0",
         HbStatus::HB_INVALID_UTF8 => b"HB_INVALID_UTF8\0",
         HbStatus::HB_INVALID_ARGUMENT => b"HB_INVALID_ARGUMENT\0",
+        HbStatus::HB_BUFFER_TOO_SMALL => b"HB_BUFFER_TOO_SMALL\0",
         HbStatus::HB_NOT_FOUND => b"HB_NOT_FOUND\0",
         HbStatus::HB_NOT_AN_INTEGER => b"HB_NOT_AN_INTEGER\0",
         HbStatus::HB_OVERFLOW => b"HB_OVERFLOW\0",

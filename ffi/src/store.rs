@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use hornbeam_core::{Ttl, Value};
 
-use crate::boundary::{write_opt, bytes, guard, need_out, text, write_out, Handle};
+use crate::boundary::{bytes, guard, need_out, text, write_opt, write_out, Handle};
 use crate::engine::{HbBytes, HbEngine};
 use crate::status::{fail, from_error, HbStatus};
 
@@ -18,7 +18,12 @@ unsafe fn engine_key<'a>(
     key_len: usize,
 ) -> Result<(&'a HbEngine, &'a str), HbStatus> {
     // SAFETY: forwarded from this function's contract.
-    unsafe { Ok((HbEngine::from_ptr(engine, "engine")?, text(key, key_len, "key")?)) }
+    unsafe {
+        Ok((
+            HbEngine::from_ptr(engine, "engine")?,
+            text(key, key_len, "key")?,
+        ))
+    }
 }
 
 /// The value at `key`, or `HB_NOT_FOUND`.
@@ -52,6 +57,57 @@ pub unsafe extern "C" fn hb_get(
         let v = found(e, key)?;
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, HbBytes::new(&v.to_msgpack()).into_raw(), "out") }
+    })
+}
+
+/// Copies the MessagePack bytes of `key` into the caller's buffer `buf` of `buf_len` bytes (no
+/// allocation) and writes their length to `*value_len`. `HB_NOT_FOUND` when the key is missing;
+/// `HB_BUFFER_TOO_SMALL` when `buf_len` is less than the value's length, with nothing written but
+/// the needed length to `*value_len` (call again with a larger buffer).
+///
+/// # Safety
+/// `engine` is a live handle; `key` is valid for `key_len` bytes; `buf` is NULL (with `buf_len`
+/// 0) or valid for writes of `buf_len` bytes; `value_len` is valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn hb_get_into(
+    engine: *const HbEngine,
+    key: *const u8,
+    key_len: usize,
+    buf: *mut u8,
+    buf_len: usize,
+    value_len: *mut usize,
+) -> HbStatus {
+    guard(|| {
+        need_out(value_len, "value_len")?;
+        if buf.is_null() && buf_len > 0 {
+            return Err(fail(HbStatus::HB_NULL_ARGUMENT, "buf is NULL"));
+        }
+        // SAFETY: forwarded from this function's contract.
+        let (e, key) = unsafe { engine_key(engine, key, key_len) }?;
+        let v = found(e, key)?;
+        let mut small = [0u8; 9];
+        let bytes: &[u8] = match &v {
+            Value::Int(i) => {
+                let enc = hornbeam_core::value::encode_int(*i);
+                small[..enc.len()].copy_from_slice(&enc);
+                &small[..enc.len()]
+            }
+            Value::Bytes(b) => b,
+        };
+        // SAFETY: checked non-NULL above.
+        unsafe { value_len.write(bytes.len()) };
+        if bytes.len() > buf_len {
+            return Err(fail(
+                HbStatus::HB_BUFFER_TOO_SMALL,
+                format!(
+                    "value of key {key:?} is {} bytes, the buffer {buf_len}",
+                    bytes.len()
+                ),
+            ));
+        }
+        // SAFETY: `buf` holds `buf_len` >= bytes.len() bytes per the contract (or both are 0).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, bytes.len()) };
+        Ok(())
     })
 }
 

@@ -14,6 +14,19 @@ static void test_values(HbEngine *e) {
   CHECK(hb_bytes_len(b) == 3 && memcmp(hb_bytes_data(b), hi, 3) == 0);
   hb_bytes_free(b);
 
+  uint8_t buf[8];
+  size_t len = 0;
+  OK(hb_get_into(e, S("greeting"), buf, sizeof buf, &len));
+  CHECK(len == 3 && memcmp(buf, hi, 3) == 0);
+  CHECK_STATUS(hb_get_into(e, S("greeting"), buf, 2, &len), HB_BUFFER_TOO_SMALL);
+  CHECK(len == 3); /* the needed size */
+  CHECK_STATUS(hb_get_into(e, S("greeting"), NULL, 0, &len), HB_BUFFER_TOO_SMALL);
+  CHECK_STATUS(hb_get_into(e, S("missing"), buf, sizeof buf, &len), HB_NOT_FOUND);
+  CHECK_STATUS(hb_get_into(e, S("greeting"), NULL, 5, &len), HB_NULL_ARGUMENT);
+  OK(hb_set_int(e, S("small-int"), 300, 0));
+  OK(hb_get_into(e, S("small-int"), buf, sizeof buf, &len));
+  CHECK(len == 3 && buf[0] == 0xcd && buf[1] == 0x01 && buf[2] == 0x2c);
+
   HbBytes *untouched = (HbBytes *)0x1;
   CHECK_STATUS(hb_get(e, S("missing"), &untouched), HB_NOT_FOUND);
   CHECK(untouched == (HbBytes *)0x1); /* outputs written only on success */
