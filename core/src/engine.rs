@@ -37,15 +37,41 @@ impl Engine {
         }
     }
 
-    /// Opens the engine a URL names: `""` or `embedded://` for the embedded engine.
+    /// Opens the engine a URL names: `""` or `embedded://` for the embedded engine, or
+    /// `redis://[user:password@]host:port/db[?prefix=myapp:&timeout_ms=3000]` (also `rediss://`
+    /// is refused: no TLS support is built in; `redis+unix:///path` works) for an engine whose store and bus are
+    /// shared by every process opening the same URL.
+    ///
+    /// `prefix` (default `hb:`) is put before every Redis key and channel, so apps sharing one
+    /// Redis stay apart; `timeout_ms` (default 3000) bounds connecting and every call: an
+    /// unreachable or hung Redis gives [`Error::Backend`] within about twice that, never a hang.
+    /// Opening checks that Redis answers. No thread starts until the first subscription.
     pub fn open(url: &str, config: Config) -> Result<Engine> {
         let url = url.trim();
         if url.is_empty() || url.starts_with("embedded:") || url.starts_with("mem:") {
             return Ok(Engine::new(config));
         }
+        if url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://")
+            || url.starts_with("unix://")
+        {
+            let redis = crate::remote::Redis::open(url)?;
+            return Ok(Engine {
+                bus: Bus::with_redis(&config, redis.clone()),
+                store: Store::with_redis(config, redis),
+            });
+        }
         Err(Error::InvalidArgument(format!(
-            "{URL_ENV}={url:?}: unsupported backend (use embedded://, or leave {URL_ENV} unset)"
+            "{URL_ENV}={:?}: unsupported backend (use redis://host:port/db, embedded://, or leave \
+             {URL_ENV} unset)",
+            crate::remote::hide_password(url)
         )))
+    }
+
+    /// `"embedded"` or `"redis"`: where the store and bus keep their data.
+    pub fn backend_name(&self) -> &'static str {
+        self.store.backend_name()
     }
 
     /// Opens the engine `HORNBEAM_URL` names (embedded when unset).

@@ -21,12 +21,17 @@
 //!
 //! Module map: [`store`] (sharded map, prefix index, TTL), [`bus`] (topic trie, mailboxes),
 //! [`value`] (MessagePack values), [`error`] (the one error enum), [`config`] (limits).
+//!
+//! The same store and bus run on Redis for several processes or machines:
+//! `Engine::open("redis://127.0.0.1:6379/0?prefix=myapp:", config)`, or `HORNBEAM_URL` for
+//! [`Engine::global`] (see [`Engine::open`]).
 
 pub mod bus;
 pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
+mod remote;
 pub mod store;
 pub mod value;
 

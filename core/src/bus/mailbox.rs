@@ -217,6 +217,9 @@ impl Mailbox {
             return Err(Error::Closed);
         }
         super::topic::check_pattern(pattern, self.bus.limits.max_topic_len)?;
+        // On Redis, the first subscription of the bus starts its subscriber thread (outside the
+        // mailbox's lock: it may wait up to the backend's timeout).
+        BusInner::ensure_remote(&self.bus)?;
         let mut subs = self.subs.lock();
         if subs.iter().any(|s| &**s == pattern) {
             return Ok(false);
@@ -500,5 +503,17 @@ impl ReadySet {
         self.inner.notifier.clear();
         self.inner.signaled.store(false, Ordering::Release);
         std::mem::take(&mut *self.inner.ids.lock())
+    }
+}
+
+impl Shared {
+    /// Counts `n` messages as lost for this mailbox (reported as a lag notice at this place in
+    /// the stream) and wakes its descriptor or ready set so an event loop sees the notice.
+    pub(crate) fn note_lag(&self, n: u64) {
+        if n == 0 || self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        self.dropped.fetch_add(n, Ordering::AcqRel);
+        self.wake();
     }
 }

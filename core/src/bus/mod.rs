@@ -30,6 +30,25 @@
 //!
 //! **Locking behaviour:** `publish` holds the trie's shared lock while it queues (queueing never
 //! blocks), so publishers run in parallel; subscribe, unsubscribe and close take it exclusively.
+//!
+//! # On Redis
+//!
+//! A bus opened on Redis ([`crate::Engine::open`] with a `redis://` URL) keeps its subscriptions
+//! and mailboxes in this process, exactly as above. `publish` sends one envelope (this bus's node
+//! id, the topic, the payload) to the prefix's Redis channel and queues the message into the local
+//! mailboxes directly; every other bus on the same URL receives the envelope on its one
+//! subscription connection (one background thread, started by the bus's first subscription),
+//! ignores its own, and fans it out locally through the same trie, so pattern semantics, order
+//! per publisher, bounds and lag notices are the same. `publish` then returns the local deliveries
+//! plus the number of *other* buses (processes) that received the envelope.
+//!
+//! When the subscription connection is lost, the thread reconnects with backoff and
+//! resubscribes; every subscribed mailbox then gets a lag notice of `1` at that place in its
+//! stream. Redis keeps nothing for a disconnected subscriber, so the real number of missed
+//! messages is unknown (it may be 0): `Lagged(1)` means "you may have missed messages here".
+//! A consumer waiting on the descriptor is woken for it; one blocked in
+//! [`Mailbox::recv_timeout`] sees it with its next message. While Redis cannot be reached,
+//! `publish` fails with [`Error::Backend`] (within the timeout) and delivers nothing.
 
 mod mailbox;
 mod notify;
@@ -44,6 +63,7 @@ use parking_lot::RwLock;
 
 use crate::config::{Config, Limits, MailboxConfig};
 use crate::error::{shorten, Error, Result};
+use crate::remote::bus::RedisBus;
 use mailbox::Shared;
 pub use mailbox::{Mailbox, ReadySet};
 
@@ -118,9 +138,20 @@ pub(crate) struct BusInner {
     subscriptions: AtomicUsize,
     pub(crate) limits: Limits,
     mailbox: MailboxConfig,
+    /// Set when the bus spans processes through Redis.
+    remote: Option<Arc<RedisBus>>,
 }
 
 impl BusInner {
+    /// On Redis, makes sure the subscriber thread runs (and, the first time, that it subscribed).
+    #[inline]
+    pub(crate) fn ensure_remote(this: &Arc<BusInner>) -> Result<()> {
+        match &this.remote {
+            Some(r) => r.ensure_started(this),
+            None => Ok(()),
+        }
+    }
+
     fn add(&self, pattern: &str, shared: &Arc<Shared>) {
         self.trie.write().insert(pattern, shared.clone());
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
@@ -178,8 +209,28 @@ impl Bus {
                 subscriptions: AtomicUsize::new(0),
                 limits: config.limits.clone(),
                 mailbox: config.mailbox,
+                remote: None,
             }),
         }
+    }
+
+    /// A bus that spans every process opening the same Redis.
+    pub(crate) fn with_redis(config: &Config, redis: Arc<crate::remote::Redis>) -> Bus {
+        Bus {
+            inner: Arc::new(BusInner {
+                trie: RwLock::new(trie::Node::default()),
+                next_id: AtomicU64::new(1),
+                subscriptions: AtomicUsize::new(0),
+                limits: config.limits.clone(),
+                mailbox: config.mailbox,
+                remote: Some(Arc::new(RedisBus::new(redis))),
+            }),
+        }
+    }
+
+    /// A handle to the bus behind `inner` (for the Redis subscriber thread).
+    pub(crate) fn from_inner(inner: Arc<BusInner>) -> Bus {
+        Bus { inner }
     }
 
     /// A new mailbox with the bus's default bounds.
@@ -195,6 +246,9 @@ impl Bus {
 
     /// Publishes `payload` to every mailbox subscribed to `topic` (directly or by pattern);
     /// returns how many mailboxes accepted it (a full mailbox drops it and counts a lag).
+    ///
+    /// On Redis: also sends it to every other process on the same Redis, and returns the local
+    /// deliveries plus the number of other processes that received it (see the module docs).
     pub fn publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<usize> {
         let payload = payload.as_ref();
         topic::check_topic(topic, self.inner.limits.max_topic_len)?;
@@ -205,7 +259,35 @@ impl Bus {
                 max: self.inner.limits.max_message_len,
             });
         }
-        Ok(self.deliver(&Arc::new(Message::new(topic, payload))))
+        let others = match &self.inner.remote {
+            Some(r) => r.publish(topic, payload)?,
+            None => 0,
+        };
+        Ok(self.deliver(&Arc::new(Message::new(topic, payload))) + others)
+    }
+
+    /// Gives every subscribed mailbox a lag notice of one message (the Redis subscriber calls
+    /// this after reconnecting: messages published meanwhile are lost). Returns how many
+    /// mailboxes got it.
+    pub(crate) fn note_gap(&self) -> usize {
+        let trie = self.inner.trie.read();
+        let mut all: Vec<&Arc<Shared>> = Vec::new();
+        trie.for_each_list(&mut |list| all.extend(list.iter()));
+        all.sort_unstable_by_key(|s| s.id);
+        all.dedup_by_key(|s| s.id);
+        for s in &all {
+            s.note_lag(1);
+        }
+        all.len()
+    }
+
+    /// `"embedded"` or `"redis"`.
+    pub fn backend_name(&self) -> &'static str {
+        if self.inner.remote.is_some() {
+            "redis"
+        } else {
+            "embedded"
+        }
     }
 
     /// Queues an already-built message into matching mailboxes (no checks; for backends).

@@ -121,6 +121,21 @@ impl Node {
         }
     }
 
+    /// Calls `f` with every subscriber list of the trie (a mailbox may appear in several).
+    pub(crate) fn for_each_list<'a>(&'a self, f: &mut impl FnMut(&'a [Arc<Shared>])) {
+        for list in [&self.here, &self.tail] {
+            if !list.is_empty() {
+                f(list);
+            }
+        }
+        if let Some(star) = &self.star {
+            star.for_each_list(f);
+        }
+        for child in self.children.values() {
+            child.for_each_list(f);
+        }
+    }
+
     /// Number of trie nodes below this one (for leak checks).
     pub(crate) fn node_count(&self) -> usize {
         1 + self.children.values().map(Node::node_count).sum::<usize>()

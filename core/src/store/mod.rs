@@ -15,6 +15,13 @@
 //! **Expiry:** a key set with a TTL is gone for every operation once its deadline passes. Its
 //! memory is reclaimed by the store's reaper thread (started on the first TTL, stopped when the
 //! store is dropped), and opportunistically by writes to the same shard.
+//!
+//! **Backends:** a store opened on Redis ([`crate::Engine::open`] with a `redis://` URL) keeps the
+//! same methods, limits and errors; its data lives in Redis, shared by every process that opens
+//! the same URL (see the crate's `remote` module docs for the layout). The locking notes below
+//! describe the embedded store; on Redis each call is one round trip (one `MULTI`/`EXEC` or Lua
+//! script for writes, so each is atomic), and a failed or timed-out call is
+//! [`Error::Backend`]. Limits are checked before any I/O.
 
 mod shard;
 
@@ -28,6 +35,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::clock::Clock;
 use crate::config::{Config, Limits};
 use crate::error::{shorten, Error, Result};
+use crate::remote::store::RedisStore;
 use crate::value::Value;
 use shard::Shard;
 
@@ -91,11 +99,15 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Set when the data lives in Redis; every public method then forwards to it (after the
+    /// same argument checks as the embedded store).
+    remote: Option<Arc<RedisStore>>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
+            .field("backend", &self.backend_name())
             .field("shards", &self.inner.shards.len())
             .finish()
     }
@@ -118,6 +130,26 @@ impl Store {
                 reaper: Mutex::new(None),
                 stop: Arc::new((Mutex::new(false), Condvar::new())),
             }),
+            remote: None,
+        }
+    }
+
+    /// A store whose data lives in Redis (the embedded part only holds the limits).
+    pub(crate) fn with_redis(config: Config, redis: Arc<crate::remote::Redis>) -> Store {
+        let mut store = Store::new(Config {
+            shards: 1,
+            ..config
+        });
+        store.remote = Some(Arc::new(RedisStore::new(redis)));
+        store
+    }
+
+    /// `"embedded"` or `"redis"`.
+    pub fn backend_name(&self) -> &'static str {
+        if self.remote.is_some() {
+            "redis"
+        } else {
+            "embedded"
         }
     }
 
@@ -181,6 +213,9 @@ impl Store {
     #[inline]
     pub fn get(&self, key: &str) -> Result<Option<Value>> {
         let hash = self.check_key(key)?;
+        if let Some(r) = &self.remote {
+            return r.get(key);
+        }
         let shard = self.shard(hash).read();
         Ok(shard
             .find(hash, key)
@@ -195,6 +230,9 @@ impl Store {
     pub fn set(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<()> {
         let hash = self.check_key(key)?;
         self.check_value(key, &value)?;
+        if let Some(r) = &self.remote {
+            return r.set_items(&[(key, &value)], ttl, false).map(|_| ());
+        }
         let expires_at = self.deadline(ttl);
         self.shard(hash)
             .write()
@@ -223,6 +261,9 @@ impl Store {
     pub fn set_if_absent(&self, key: &str, value: Value, ttl: Option<Duration>) -> Result<bool> {
         let hash = self.check_key(key)?;
         self.check_value(key, &value)?;
+        if let Some(r) = &self.remote {
+            return r.set_items(&[(key, &value)], ttl, true).map(|n| n == 1);
+        }
         let expires_at = self.deadline(ttl);
         let now = self.now();
         let mut shard = self.shard(hash).write();
@@ -238,6 +279,9 @@ impl Store {
     /// **Locking behaviour:** exclusive lock on the key's shard.
     pub fn delete(&self, key: &str) -> Result<bool> {
         let hash = self.check_key(key)?;
+        if let Some(r) = &self.remote {
+            return r.delete(key);
+        }
         let now = self.now();
         let removed = self.shard(hash).write().remove(hash, key);
         Ok(removed.is_some_and(|e| e.is_live(|| now)))
@@ -252,6 +296,9 @@ impl Store {
     #[inline]
     pub fn incr(&self, key: &str, delta: i64) -> Result<i64> {
         let hash = self.check_key(key)?;
+        if let Some(r) = &self.remote {
+            return r.incr(key, delta);
+        }
         let mut shard = self.shard(hash).write();
         // Fast path: a live counter, updated in place with no clock read for persistent keys.
         if let Some(e) = shard.find_mut(hash, key) {
@@ -278,6 +325,13 @@ impl Store {
     ///
     /// **Locking behaviour:** one shared shard lock at a time; not a snapshot across keys.
     pub fn get_many<S: AsRef<str>>(&self, keys: &[S]) -> Result<Vec<Option<Value>>> {
+        if let Some(r) = &self.remote {
+            let names: Vec<&str> = keys.iter().map(|k| k.as_ref()).collect();
+            for k in &names {
+                self.check_key(k)?;
+            }
+            return r.get_many(&names);
+        }
         keys.iter().map(|k| self.get(k.as_ref())).collect()
     }
 
@@ -294,6 +348,10 @@ impl Store {
             self.check_key(k.as_ref())?;
             self.check_value(k.as_ref(), v)?;
         }
+        if let Some(r) = &self.remote {
+            let pairs: Vec<(&str, &Value)> = items.iter().map(|(k, v)| (k.as_ref(), v)).collect();
+            return r.set_items(&pairs, ttl, false).map(|_| ());
+        }
         for (k, v) in items {
             self.set(k.as_ref(), v, ttl)?;
         }
@@ -309,6 +367,9 @@ impl Store {
     /// may not appear.
     pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
         self.check_key(prefix)?;
+        if let Some(r) = &self.remote {
+            return r.keys(prefix);
+        }
         let now = self.now();
         let mut found = Vec::new();
         for shard in self.inner.shards.iter() {
@@ -323,6 +384,9 @@ impl Store {
     /// **Locking behaviour:** exclusive lock on the key's shard.
     pub fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
         let hash = self.check_key(key)?;
+        if let Some(r) = &self.remote {
+            return r.expire(key, ttl);
+        }
         let deadline = self.deadline(Some(ttl));
         self.retime(hash, key, deadline)
     }
@@ -332,6 +396,9 @@ impl Store {
     /// **Locking behaviour:** exclusive lock on the key's shard.
     pub fn persist(&self, key: &str) -> Result<bool> {
         let hash = self.check_key(key)?;
+        if let Some(r) = &self.remote {
+            return r.persist(key);
+        }
         self.retime(hash, key, 0)
     }
 
@@ -352,6 +419,9 @@ impl Store {
     /// **Locking behaviour:** shared lock on the key's shard.
     pub fn ttl(&self, key: &str) -> Result<Ttl> {
         let hash = self.check_key(key)?;
+        if let Some(r) = &self.remote {
+            return r.ttl(key);
+        }
         let now = self.now();
         let shard = self.shard(hash).read();
         Ok(match shard.find(hash, key) {
@@ -366,8 +436,22 @@ impl Store {
     /// Number of keys held, counting expired keys not yet reclaimed by the reaper.
     ///
     /// **Locking behaviour:** one shared shard lock at a time.
+    ///
+    /// On Redis: the live keys (expired index entries are dropped first); 0 when Redis cannot be
+    /// reached (use [`Store::try_len`] to see the error).
     pub fn len(&self) -> usize {
+        if self.remote.is_some() {
+            return self.try_len().unwrap_or(0);
+        }
         self.inner.shards.iter().map(|s| s.0.read().len()).sum()
+    }
+
+    /// Number of live keys, or the backend's error (the embedded store never fails).
+    pub fn try_len(&self) -> Result<usize> {
+        match &self.remote {
+            Some(r) => r.len(),
+            None => Ok(self.live_len()),
+        }
     }
 
     /// Whether the store holds no key.
@@ -377,6 +461,9 @@ impl Store {
 
     /// Number of live keys (expired keys not yet reclaimed are not counted).
     pub fn live_len(&self) -> usize {
+        if self.remote.is_some() {
+            return self.len();
+        }
         let now = self.now();
         self.inner
             .shards
@@ -388,8 +475,12 @@ impl Store {
             .sum()
     }
 
-    /// Bytes held by values (keys and bookkeeping excluded).
+    /// Bytes held by values (keys and bookkeeping excluded). On Redis this reads every value's
+    /// length (a cost that grows with the store), and is 0 when Redis cannot be reached.
     pub fn value_bytes(&self) -> usize {
+        if let Some(r) = &self.remote {
+            return r.value_bytes().unwrap_or(0);
+        }
         self.inner
             .shards
             .iter()
@@ -400,15 +491,31 @@ impl Store {
     /// Removes every key.
     ///
     /// **Locking behaviour:** one exclusive shard lock at a time.
+    ///
+    /// On Redis: removes every key this store's prefix holds, in batches; a failure is ignored
+    /// here (use [`Store::try_clear`] to see it).
     pub fn clear(&self) {
+        let _ = self.try_clear();
+    }
+
+    /// Removes every key, or returns the backend's error (the embedded store never fails).
+    pub fn try_clear(&self) -> Result<()> {
+        if let Some(r) = &self.remote {
+            return r.clear();
+        }
         for s in self.inner.shards.iter() {
             s.0.write().clear();
         }
+        Ok(())
     }
 
     /// Reclaims expired keys now; returns how many were removed. The reaper thread calls this on
-    /// its own; tests with a manual clock call it directly.
+    /// its own; tests with a manual clock call it directly. On Redis (which reclaims expired
+    /// values itself) this drops the key index's entries of expired keys.
     pub fn reap_expired(&self) -> usize {
+        if let Some(r) = &self.remote {
+            return r.reap().map_or(0, |(n, _)| n);
+        }
         reap(&self.inner)
     }
 

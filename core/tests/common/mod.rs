@@ -1,7 +1,13 @@
-//! One helper that runs a test body across engine configurations (shard counts, mailbox bounds).
+//! One helper that runs a test body across engine configurations (shard counts, mailbox bounds)
+//! and, when `HORNBEAM_TEST_REDIS_URL` is set (see `tests/with-redis.sh`), on Redis too.
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use hornbeam_core::{Config, Engine, MailboxConfig};
+
+/// Environment variable naming the Redis the tests may use (`redis://127.0.0.1:PORT/0`).
+pub(crate) const REDIS_ENV: &str = "HORNBEAM_TEST_REDIS_URL";
 
 /// The configurations every store and bus test runs under.
 pub(crate) fn configs() -> Vec<(&'static str, Config)> {
@@ -28,12 +34,64 @@ pub(crate) fn configs() -> Vec<(&'static str, Config)> {
     ]
 }
 
-/// Runs `body` once per configuration with a fresh engine, naming the configuration on failure.
+/// The test Redis URL, when the tests run with one.
+pub(crate) fn redis_url() -> Option<String> {
+    std::env::var(REDIS_ENV)
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// A key prefix no other test (nor another run) uses, so tests sharing one Redis never collide.
+pub(crate) fn unique_prefix() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "hbtest:{}:{nanos}:{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `url` with `?prefix=...` (or `&prefix=...`) added.
+pub(crate) fn with_prefix(url: &str, prefix: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}prefix={prefix}")
+}
+
+/// A Redis engine with its own prefix, or `None` when no test Redis is set.
+pub(crate) fn redis_engine(config: Config) -> Option<(Engine, String)> {
+    let url = with_prefix(&redis_url()?, &unique_prefix());
+    let engine = Engine::open(&url, config).unwrap_or_else(|e| panic!("open {url}: {e}"));
+    Some((engine, url))
+}
+
+/// Runs `body` once per configuration with a fresh engine, naming the configuration on failure:
+/// the embedded configurations, then (when `HORNBEAM_TEST_REDIS_URL` is set) Redis with tiny
+/// mailboxes, on a key prefix of its own.
 pub(crate) fn with_engine(body: impl Fn(&Engine, &Config)) {
-    for (name, config) in configs() {
-        let engine = Engine::new(config.clone());
+    let mut engines: Vec<(&str, Engine, Config)> = configs()
+        .into_iter()
+        .map(|(name, config)| (name, Engine::new(config.clone()), config))
+        .collect();
+    let redis_config = Config {
+        mailbox: MailboxConfig {
+            capacity: 8,
+            max_bytes: 4096,
+        },
+        ..Config::default()
+    };
+    if let Some((engine, _)) = redis_engine(redis_config.clone()) {
+        engines.push(("redis, tiny mailboxes", engine, redis_config));
+    }
+    for (name, engine, config) in engines {
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&engine, &config)));
+        if engine.backend_name() == "redis" {
+            engine.store().clear();
+        }
         if let Err(e) = result {
             eprintln!("failed under configuration: {name}");
             std::panic::resume_unwind(e);
