@@ -31,7 +31,9 @@ struct PaddedUsize(AtomicUsize);
 #[derive(Default)]
 struct PublisherSide {
     pushed: AtomicUsize,
+    pushed_n: AtomicUsize,
     popped_seen: AtomicUsize,
+    popped_seen_n: AtomicUsize,
 }
 
 /// The publisher-facing side of a mailbox, held by the subscription trie.
@@ -43,6 +45,9 @@ pub(crate) struct Shared {
     /// Bytes ever accepted (written by publishers) and ever taken (written by the consumer).
     publisher: PublisherSide,
     popped_bytes: PaddedUsize,
+    popped_n: PaddedUsize,
+    /// Largest message that is not counted against `max_bytes` (`max_bytes / capacity`).
+    small: usize,
     /// Messages dropped since the last lag notice was queued.
     dropped: AtomicU64,
     notifier: OnceLock<Notifier>,
@@ -65,6 +70,8 @@ impl Shared {
             max_bytes: config.max_bytes.max(1),
             publisher: PublisherSide::default(),
             popped_bytes: PaddedUsize::default(),
+            popped_n: PaddedUsize::default(),
+            small: config.max_bytes.max(1) / config.capacity.max(1),
             dropped: AtomicU64::new(0),
             notifier: OnceLock::new(),
             ready: OnceLock::new(),
@@ -79,24 +86,23 @@ impl Shared {
     #[inline]
     pub(crate) fn push(&self, msg: &Arc<Message>) -> bool {
         let len = msg.size();
-        let pushed = self.publisher.pushed.load(Ordering::Relaxed);
-        let mut used = pushed.saturating_sub(self.publisher.popped_seen.load(Ordering::Relaxed));
-        if used + len > self.max_bytes {
-            let popped = self.popped_bytes.0.load(Ordering::Relaxed);
-            self.publisher.popped_seen.store(popped, Ordering::Relaxed);
-            used = pushed.saturating_sub(popped);
-            // An oversized message still fits in an empty mailbox, so it is never undeliverable.
-            if used != 0 && used + len > self.max_bytes {
-                self.dropped.fetch_add(1, Ordering::AcqRel);
-                return false;
-            }
+        // Messages of at most `small` bytes cannot break the byte bound: `capacity` of them fit
+        // in `max_bytes`. Only larger ones are counted (two counters, touched by them alone), so
+        // the common small message costs no extra atomic write.
+        let large = len > self.small;
+        if large && !self.room_for_large(len) {
+            self.dropped.fetch_add(1, Ordering::AcqRel);
+            return false;
         }
         let lagged_before = if self.dropped.load(Ordering::Relaxed) != 0 {
             self.dropped.swap(0, Ordering::AcqRel)
         } else {
             0
         };
-        self.publisher.pushed.fetch_add(len, Ordering::Relaxed);
+        if large {
+            self.publisher.pushed.fetch_add(len, Ordering::Relaxed);
+            self.publisher.pushed_n.fetch_add(1, Ordering::Relaxed);
+        }
         match self.tx.try_send(Item {
             msg: Some(msg.clone()),
             lagged_before,
@@ -106,12 +112,51 @@ impl Shared {
                 true
             }
             Err(TrySendError::Full(item)) | Err(TrySendError::Disconnected(item)) => {
-                self.publisher.pushed.fetch_sub(len, Ordering::Relaxed);
+                if large {
+                    self.publisher.pushed.fetch_sub(len, Ordering::Relaxed);
+                    self.publisher.pushed_n.fetch_sub(1, Ordering::Relaxed);
+                }
                 self.dropped
                     .fetch_add(item.lagged_before + 1, Ordering::AcqRel);
                 false
             }
         }
+    }
+
+    /// Whether a large message of `len` bytes fits: the large messages queued, plus `small` for
+    /// each small one queued, plus this one, within `max_bytes`. An oversized message still fits
+    /// in an empty mailbox, so it is never undeliverable.
+    fn room_for_large(&self, len: usize) -> bool {
+        let fits = |popped: usize, popped_n: usize| {
+            let used = self
+                .publisher
+                .pushed
+                .load(Ordering::Relaxed)
+                .saturating_sub(popped);
+            let large_n = self
+                .publisher
+                .pushed_n
+                .load(Ordering::Relaxed)
+                .saturating_sub(popped_n);
+            let small_n = self.rx.len().saturating_sub(large_n);
+            let total = used + len + small_n * self.small;
+            total <= self.max_bytes || (used == 0 && self.rx.is_empty())
+        };
+        let seen = (
+            self.publisher.popped_seen.load(Ordering::Relaxed),
+            self.publisher.popped_seen_n.load(Ordering::Relaxed),
+        );
+        if fits(seen.0, seen.1) {
+            return true;
+        }
+        // The cached view of the consumer's counters is stale: read them again.
+        let popped = self.popped_bytes.0.load(Ordering::Relaxed);
+        let popped_n = self.popped_n.0.load(Ordering::Relaxed);
+        self.publisher.popped_seen.store(popped, Ordering::Relaxed);
+        self.publisher
+            .popped_seen_n
+            .store(popped_n, Ordering::Relaxed);
+        fits(popped, popped_n)
     }
 
     #[inline]
@@ -138,7 +183,10 @@ impl Shared {
         let Some(msg) = item.msg else {
             return Err(RecvError::Closed);
         };
-        self.popped_bytes.0.fetch_add(msg.size(), Ordering::Relaxed);
+        if msg.size() > self.small {
+            self.popped_bytes.0.fetch_add(msg.size(), Ordering::Relaxed);
+            self.popped_n.0.fetch_add(1, Ordering::Relaxed);
+        }
         if item.lagged_before > 0 {
             held.put(msg);
             return Err(RecvError::Lagged(item.lagged_before));
