@@ -224,15 +224,14 @@ fn state_ttl(key: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
 #[pyfunction]
 fn state_count(py: Python<'_>) -> PyResult<usize> {
     let store = engine()?.store();
-    Ok(py.detach(|| store.live_len()))
+    py.detach(|| store.try_len()).py()
 }
 
 /// Removes every key.
 #[pyfunction]
 fn state_clear(py: Python<'_>) -> PyResult<()> {
     let store = engine()?.store();
-    py.detach(|| store.clear());
-    Ok(())
+    py.detach(|| store.try_clear()).py()
 }
 
 /// Publishes `message` (any storable object) to `topic`; returns how many mailboxes took it.
@@ -243,11 +242,10 @@ fn publish(topic: &Bound<'_, PyAny>, message: &Bound<'_, PyAny>) -> PyResult<usi
     engine()?.bus().publish(topic, payload).py()
 }
 
-/// Name of the backend in use (`"embedded"`).
+/// Name of the backend in use: `"embedded"`, or `"redis"` when `HORNBEAM_URL` names a Redis.
 #[pyfunction]
 fn backend() -> PyResult<&'static str> {
-    engine()?;
-    Ok("embedded")
+    Ok(engine()?.backend_name())
 }
 
 /// Forgets the default engine in a forked child (registered with `os.register_at_fork`).

@@ -269,12 +269,21 @@ def test_fork_child_gets_a_fresh_working_engine():
     if pid == 0:  # pragma: no cover - child
         code = 1
         try:
-            ok = hb.state_get("parent") is None
+            # Embedded: the child starts empty. Redis: the child's fresh engine reaches the same
+            # data and bus as the parent's (the parent's subscription counts as one more process,
+            # and the parent's hammering publishes reach the child too).
+            shared = hb.backend() == "redis"
+            ok = hb.state_get("parent") == (1 if shared else None)
             hb.state_set("child", 2)
             ok = ok and hb.state_get("child") == 2
             child_mb = hb.Mailbox()
             child_mb.subscribe("t")
-            ok = ok and publish("t", "c") == 1 and child_mb.recv_nowait().message == "c"
+            n = publish("t", "c")
+            got = [getattr(m, "message", None) for m in child_mb.drain()]
+            if shared:
+                ok = ok and n >= 1 and "c" in got
+            else:
+                ok = ok and n == 1 and got == ["c"]
             try:
                 mb.subscribe("x")
                 ok = False
@@ -292,5 +301,6 @@ def test_fork_child_gets_a_fresh_working_engine():
     assert os.read(r, 10) == b"done"
     os.close(r)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert hb.state_get("parent") == 1 and hb.state_get("child") is None
+    shared = hb.backend() == "redis"
+    assert hb.state_get("parent") == 1 and hb.state_get("child") == (2 if shared else None)
     mb.close()

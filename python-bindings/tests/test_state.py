@@ -203,8 +203,11 @@ def test_str_subclass_and_surrogates():
 
 
 def test_eight_threads_incr_exactly():
+    # On Redis every call is a round trip: fewer calls test the same atomicity (INCRBY).
+    per_thread = 100_000 if hb.backend() == "embedded" else 5_000
+
     def work():
-        for _ in range(100_000):
+        for _ in range(per_thread):
             state_incr("hits")
 
     threads = [threading.Thread(target=work) for _ in range(8)]
@@ -212,4 +215,4 @@ def test_eight_threads_incr_exactly():
         t.start()
     for t in threads:
         t.join(timeout=120)
-    assert state_get("hits") == 800_000
+    assert state_get("hits") == 8 * per_thread
