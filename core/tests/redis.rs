@@ -278,6 +278,15 @@ fn bulk_calls_and_odd_keys() {
     assert_eq!(st.keys("").unwrap(), sorted);
     assert_eq!(st.keys("ä").unwrap(), ["ä:ö"]);
     assert_eq!(st.keys("room:").unwrap(), ["room:*"]);
+    // More matches than one chunk of the index scan (1000).
+    let many: Vec<(String, Value)> = (0..2500)
+        .map(|i| (format!("many:{i:05}"), Value::Int(i)))
+        .collect();
+    st.set_many(many, Some(Duration::from_secs(60))).unwrap();
+    let found = st.keys("many:").unwrap();
+    assert_eq!(found.len(), 2500);
+    assert!(found.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+    assert_eq!(st.keys("many:01").unwrap().len(), 1000);
     let big = Value::encode(&"x".repeat(1 << 20)).unwrap();
     st.set("big", big.clone(), None).unwrap();
     assert_eq!(st.get("big").unwrap(), Some(big));

@@ -44,20 +44,23 @@ end
 return n
 "#;
 
-/// Live keys of the index between `ARGV[2]` and `ARGV[3]` (ZRANGEBYLEX bounds); entries whose
-/// value is gone (expired) are removed on the way.
+/// Live keys of the index from `ARGV[2]` to `ARGV[3]` (ZRANGEBYLEX bounds), at most `ARGV[4]`
+/// entries looked at; entries whose value is gone (expired) are removed on the way. Returns
+/// {last entry looked at, or '' when the range is exhausted, live keys...}.
 const KEYS_LUA: &str = r#"
-local ks = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], ARGV[3])
-local live = {}
+local limit = tonumber(ARGV[4])
+local ks = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], ARGV[3], 'LIMIT', 0, limit)
+local out = {''}
+if #ks == limit then out[1] = ks[#ks] end
 for _, k in ipairs(ks) do
   if redis.call('EXISTS', ARGV[1] .. k) == 1 then
-    live[#live + 1] = k
+    out[#out + 1] = k
   else
     redis.call('ZREM', KEYS[1], k)
     redis.call('ZREM', KEYS[2], k)
   end
 end
-return live
+return out
 "#;
 
 /// Looks at up to `ARGV[3]` keys whose deadline (`P expiry`) is at or before `ARGV[2]`: a gone
@@ -336,12 +339,30 @@ impl RedisStore {
             max.push(0xff);
             (min, max)
         };
-        let mut inv = self.scripts.keys.key(&self.index);
-        inv.key(&self.expiry)
-            .arg(&self.value_prefix)
-            .arg(min)
-            .arg(max);
-        self.call(|c| inv.invoke(c))
+        // In chunks, so no single script holds Redis for long however many keys match.
+        let mut found = Vec::new();
+        let mut from = min;
+        for _ in 0..MAX_BATCHES {
+            let mut inv = self.scripts.keys.key(&self.index);
+            inv.key(&self.expiry)
+                .arg(&self.value_prefix)
+                .arg(&from)
+                .arg(&max)
+                .arg(BATCH);
+            let mut chunk: Vec<String> = self.call(|c| inv.invoke(c))?;
+            if chunk.is_empty() {
+                break;
+            }
+            let last = chunk.remove(0);
+            found.append(&mut chunk);
+            if last.is_empty() {
+                break;
+            }
+            from = Vec::with_capacity(last.len() + 1);
+            from.push(b'(');
+            from.extend_from_slice(last.as_bytes());
+        }
+        Ok(found)
     }
 
     pub(crate) fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
