@@ -58,7 +58,7 @@ stress: ## Long concurrency stress tests (ignored by default)
 stress-quick: ## The stress tests once, in release mode (CI's short version of `make stress`)
 	$(CARGO) test --release -p hornbeam-core --test stress -- --ignored --test-threads 1
 
-lint: ## cargo fmt --check, clippy -D warnings, header check, mypy stubtest
+lint: install ## cargo fmt --check, clippy -D warnings, header check, mypy stubtest
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(MAKE) header-check

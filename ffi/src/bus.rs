@@ -1,6 +1,5 @@
 //! The bus through C: publish, mailboxes, messages.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use hornbeam_core::{Mailbox, Message, RecvError, Value};
@@ -82,7 +81,7 @@ impl Handle for HbMailbox {}
 /// because the mailbox was full). Owned by the caller; freed by `hb_message_free`. Immutable, so
 /// safe to read from any thread.
 pub struct HbMessage {
-    msg: Option<Arc<Message>>,
+    msg: Option<Message>,
     lagged: u64,
 }
 
@@ -151,7 +150,7 @@ pub unsafe extern "C" fn hb_mailbox_unsubscribe(
     })
 }
 
-fn deliver(r: Result<Arc<Message>, RecvError>, out: *mut *mut HbMessage) -> Result<(), HbStatus> {
+fn deliver(r: Result<Message, RecvError>, out: *mut *mut HbMessage) -> Result<(), HbStatus> {
     let msg = match r {
         Ok(m) => HbMessage {
             msg: Some(m),

@@ -2,7 +2,6 @@
 //! is pure Python in `hornbeam_erlang/__init__.py`, on top of `fileno()` and `_try_recv_arm()`.
 
 use std::mem::ManuallyDrop;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyIndexError, PyValueError};
@@ -20,7 +19,7 @@ use crate::state::engine;
 /// (or `('lagged', None, n)`), as redis-py users expect.
 #[pyclass(module = "hornbeam_erlang", frozen, name = "Message")]
 pub(crate) struct PyMessage {
-    msg: Option<Arc<hornbeam_core::Message>>,
+    msg: Option<hornbeam_core::Message>,
     lagged: u64,
 }
 
@@ -118,7 +117,7 @@ impl Drop for PyMailbox {
     }
 }
 
-fn message(r: Result<Arc<hornbeam_core::Message>, RecvError>) -> PyResult<Option<PyMessage>> {
+fn message(r: Result<hornbeam_core::Message, RecvError>) -> PyResult<Option<PyMessage>> {
     match r {
         Ok(m) => Ok(Some(PyMessage {
             msg: Some(m),

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 /// One queued item: a message, with how many were dropped just before it; `None` is the wake-up
 /// sent when the mailbox closes.
 struct Item {
-    msg: Option<Arc<Message>>,
+    msg: Option<Message>,
     lagged_before: u64,
 }
 
@@ -84,7 +84,7 @@ impl Shared {
     /// Queues a message without ever blocking. Returns false (and counts the drop) when the
     /// mailbox is full by count or by bytes.
     #[inline]
-    pub(crate) fn push(&self, msg: &Arc<Message>) -> bool {
+    pub(crate) fn push(&self, msg: &Message) -> bool {
         let len = msg.size();
         // Messages of at most `small` bytes cannot break the byte bound: `capacity` of them fit
         // in `max_bytes`. Only larger ones are counted (two counters, touched by them alone), so
@@ -179,7 +179,7 @@ impl Shared {
         }
     }
 
-    fn take(&self, item: Item, held: &Held) -> std::result::Result<Arc<Message>, RecvError> {
+    fn take(&self, item: Item, held: &Held) -> std::result::Result<Message, RecvError> {
         let Some(msg) = item.msg else {
             return Err(RecvError::Closed);
         };
@@ -200,17 +200,17 @@ impl Shared {
 #[derive(Default)]
 struct Held {
     any: AtomicBool,
-    msg: Mutex<Option<Arc<Message>>>,
+    msg: Mutex<Option<Message>>,
 }
 
 impl Held {
-    fn put(&self, msg: Arc<Message>) {
+    fn put(&self, msg: Message) {
         *self.msg.lock() = Some(msg);
         self.any.store(true, Ordering::Release);
     }
 
     #[inline]
-    fn take(&self) -> Option<Arc<Message>> {
+    fn take(&self) -> Option<Message> {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
@@ -305,7 +305,7 @@ impl Mailbox {
     /// Errors: [`RecvError::Empty`] when nothing is queued, [`RecvError::Lagged`] (once) when
     /// messages were dropped because the mailbox was full, [`RecvError::Closed`] after `close`.
     #[inline]
-    pub fn try_recv(&self) -> std::result::Result<Arc<Message>, RecvError> {
+    pub fn try_recv(&self) -> std::result::Result<Message, RecvError> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(RecvError::Closed);
         }
@@ -334,7 +334,7 @@ impl Mailbox {
     pub fn recv_timeout(
         &self,
         timeout: Option<Duration>,
-    ) -> std::result::Result<Arc<Message>, RecvError> {
+    ) -> std::result::Result<Message, RecvError> {
         match self.try_recv() {
             Err(RecvError::Empty) => {}
             other => return other,
@@ -361,7 +361,7 @@ impl Mailbox {
     }
 
     /// Takes everything queued now (lag notices included, in place), without waiting.
-    pub fn drain(&self) -> Vec<std::result::Result<Arc<Message>, RecvError>> {
+    pub fn drain(&self) -> Vec<std::result::Result<Message, RecvError>> {
         let mut out = Vec::new();
         // Bounded by what is queued now: the queue's capacity plus one lag notice per message.
         for _ in 0..(2 * self.shared.tx.capacity().unwrap_or(1) + 2) {
@@ -412,7 +412,7 @@ impl Mailbox {
     /// Like [`Mailbox::try_recv`], but when the mailbox is empty it also clears the readiness
     /// descriptor and checks once more, so a message that raced the clearing is never missed.
     /// An event loop calls this after each wake-up until it returns `Empty`, then waits again.
-    pub fn try_recv_arm(&self) -> std::result::Result<Arc<Message>, RecvError> {
+    pub fn try_recv_arm(&self) -> std::result::Result<Message, RecvError> {
         match self.try_recv() {
             Err(RecvError::Empty) => {}
             other => return other,

@@ -67,23 +67,32 @@ use crate::remote::bus::RedisBus;
 use mailbox::Shared;
 pub use mailbox::{Mailbox, ReadySet};
 
-/// A published message, shared by every mailbox it reached (topic and payload in one
-/// allocation).
-#[derive(Debug, PartialEq, Eq)]
+/// A published message, shared by every mailbox it reached: topic and payload sit in one
+/// reference-counted allocation, so a delivery costs a reference-count increment, never a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// The topic's bytes followed by the payload's.
-    data: Box<[u8]>,
+    data: Arc<[u8]>,
     topic_len: usize,
 }
 
 impl Message {
     /// A message (the bus builds these; public for backends and tests).
     pub fn new(topic: &str, payload: &[u8]) -> Message {
-        let mut data = Vec::with_capacity(topic.len() + payload.len());
-        data.extend_from_slice(topic.as_bytes());
-        data.extend_from_slice(payload);
+        let len = topic.len() + payload.len();
+        let mut data: Arc<[std::mem::MaybeUninit<u8>]> = Arc::new_uninit_slice(len);
+        let slots = Arc::get_mut(&mut data).expect("a new Arc has a single owner");
+        // SAFETY: `slots` holds exactly `len` bytes (MaybeUninit<u8> has u8's layout); both copies
+        // stay inside it and together write every byte, so the slice is initialised before
+        // `assume_init`.
+        let data = unsafe {
+            let dst = slots.as_mut_ptr().cast::<u8>();
+            std::ptr::copy_nonoverlapping(topic.as_ptr(), dst, topic.len());
+            std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(topic.len()), payload.len());
+            data.assume_init()
+        };
         Message {
-            data: data.into_boxed_slice(),
+            data,
             topic_len: topic.len(),
         }
     }
@@ -97,6 +106,11 @@ impl Message {
     /// The payload bytes (MessagePack when published from Python).
     pub fn payload(&self) -> &[u8] {
         &self.data[self.topic_len..]
+    }
+
+    /// Whether two messages share the same allocation (one publish reaching two mailboxes).
+    pub fn shares_with(&self, other: &Message) -> bool {
+        Arc::ptr_eq(&self.data, &other.data)
     }
 
     /// Bytes it counts for against a mailbox's byte bound.
@@ -263,7 +277,7 @@ impl Bus {
             Some(r) => r.publish(topic, payload)?,
             None => 0,
         };
-        Ok(self.deliver(&Arc::new(Message::new(topic, payload))) + others)
+        Ok(self.deliver(&Message::new(topic, payload)) + others)
     }
 
     /// Gives every subscribed mailbox a lag notice of one message (the Redis subscriber calls
@@ -291,7 +305,7 @@ impl Bus {
     }
 
     /// Queues an already-built message into matching mailboxes (no checks; for backends).
-    pub(crate) fn deliver(&self, msg: &Arc<Message>) -> usize {
+    pub(crate) fn deliver(&self, msg: &Message) -> usize {
         let trie = self.inner.trie.read();
         let mut first: Option<&[Arc<Shared>]> = None;
         let mut more: Vec<&[Arc<Shared>]> = Vec::new();

@@ -297,7 +297,7 @@ impl Subscriber {
                     let Some(inner) = self.bus.upgrade() else {
                         return self.ended(Ended::Exit);
                     };
-                    Bus::from_inner(inner).deliver(&Arc::new(Message::new(topic, payload)));
+                    Bus::from_inner(inner).deliver(&Message::new(topic, payload));
                 }
                 Err(e) if e.is_timeout() => {
                     if self.bus.strong_count() == 0 {
