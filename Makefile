@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: help venv install run test test-rust test-python test-examples test-c test-node lib install-lib test-install \
-        header header-check lint fmt stress-quick bench bench-rust bench-python stress examples clean
+        header header-check lint fmt stress-quick loom bench bench-rust bench-python stress examples clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ test-wheel: venv ## `pip install .` into a fresh venv: the wheel carries all thr
 
 stress: ## Long concurrency stress tests (ignored by default)
 	$(CARGO) test --release --workspace --exclude hornbeam-python -- --ignored --test-threads 1
+
+loom: ## Loom model checks of the lock-free wake-up protocol (core/tests/loom_wake.rs)
+	RUSTFLAGS="--cfg loom" $(CARGO) test --release -p hornbeam-core --test loom_wake --target-dir target/loom
 
 stress-quick: ## The stress tests once, in release mode (CI's short version of `make stress`)
 	$(CARGO) test --release -p hornbeam-core --test stress -- --ignored --test-threads 1

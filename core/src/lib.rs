@@ -33,6 +33,7 @@ pub mod engine;
 pub mod error;
 mod remote;
 pub mod store;
+pub mod sync;
 pub mod value;
 
 pub use bus::{Bus, Mailbox, Message, ReadySet, RecvError};

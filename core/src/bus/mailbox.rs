@@ -11,6 +11,7 @@ use super::notify::Notifier;
 use super::{BusInner, Message, RecvError};
 use crate::config::MailboxConfig;
 use crate::error::{Error, Result};
+use crate::sync::WakeFlag;
 
 /// One queued item: a message, with how many were dropped just before it; `None` is the wake-up
 /// sent when the mailbox closes.
@@ -54,9 +55,9 @@ pub(crate) struct Shared {
     /// The ready set this mailbox reports to, if attached (see [`ReadySet`]).
     ready: OnceLock<Arc<ReadyInner>>,
     /// Whether this mailbox's id sits in its ready set since the consumer last found it empty.
-    in_ready: AtomicBool,
+    in_ready: WakeFlag,
     /// Whether the readiness descriptor has been signalled since the consumer last cleared it.
-    signaled: AtomicBool,
+    signaled: WakeFlag,
     closed: AtomicBool,
 }
 
@@ -75,8 +76,8 @@ impl Shared {
             dropped: AtomicU64::new(0),
             notifier: OnceLock::new(),
             ready: OnceLock::new(),
-            in_ready: AtomicBool::new(false),
-            signaled: AtomicBool::new(false),
+            in_ready: WakeFlag::new(),
+            signaled: WakeFlag::new(),
             closed: AtomicBool::new(false),
         }
     }
@@ -161,19 +162,15 @@ impl Shared {
 
     #[inline]
     fn wake(&self) {
+        // Pairs with `lower` in `try_recv_arm` (see `WakeFlag`): either we see the flag lowered,
+        // or the consumer's second look sees our message.
         if let Some(n) = self.notifier.get() {
-            // Pairs with the fence in `try_recv_arm`: either we see the flag cleared, or the
-            // consumer's re-check sees our message.
-            fence(Ordering::SeqCst);
-            if !self.signaled.load(Ordering::Relaxed) && !self.signaled.swap(true, Ordering::AcqRel)
-            {
+            if self.signaled.raise() {
                 n.signal();
             }
         }
         if let Some(r) = self.ready.get() {
-            fence(Ordering::SeqCst);
-            if !self.in_ready.load(Ordering::Relaxed) && !self.in_ready.swap(true, Ordering::AcqRel)
-            {
+            if self.in_ready.raise() {
                 r.mark(self.id);
             }
         }
@@ -400,7 +397,7 @@ impl Mailbox {
                 // Messages queued before the descriptor existed signalled nothing: signal now.
                 fence(Ordering::SeqCst);
                 if !self.shared.rx.is_empty() || self.is_closed() {
-                    self.shared.signaled.store(true, Ordering::Release);
+                    self.shared.signaled.force();
                     n.signal();
                 }
                 n
@@ -419,12 +416,10 @@ impl Mailbox {
         }
         if let Some(n) = self.shared.notifier.get() {
             n.clear();
-            self.shared.signaled.store(false, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
+            self.shared.signaled.lower();
         }
         if self.shared.ready.get().is_some() {
-            self.shared.in_ready.store(false, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
+            self.shared.in_ready.lower();
         }
         self.try_recv()
     }
@@ -445,9 +440,7 @@ impl Mailbox {
         let _ = self.shared.ready.set(set.inner.clone());
         // Messages queued before the attachment signalled nothing: report them now.
         fence(Ordering::SeqCst);
-        if (!self.shared.rx.is_empty() || self.is_closed())
-            && !self.shared.in_ready.swap(true, Ordering::AcqRel)
-        {
+        if (!self.shared.rx.is_empty() || self.is_closed()) && self.shared.in_ready.force() {
             set.inner.mark(self.shared.id);
         }
         Ok(())
