@@ -38,9 +38,9 @@ impl Engine {
     }
 
     /// Opens the engine a URL names: `""` or `embedded://` for the embedded engine, or
-    /// `redis://[user:password@]host:port/db[?prefix=myapp:&timeout_ms=3000]` (also `rediss://`
-    /// is refused: no TLS support is built in; `redis+unix:///path` works) for an engine whose store and bus are
-    /// shared by every process opening the same URL.
+    /// `redis://[user:password@]host:port/db[?prefix=myapp:&timeout_ms=3000]` (or
+    /// `redis+unix:///path/to/socket?db=0`) for an engine whose store and bus are shared by every
+    /// process opening the same URL. `rediss://` (TLS) is refused: no TLS support is built in.
     ///
     /// `prefix` (default `hb:`) is put before every Redis key and channel, so apps sharing one
     /// Redis stay apart; `timeout_ms` (default 3000) bounds connecting and every call: an
