@@ -315,8 +315,7 @@ mod tests {
             validate(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err(),
             "huge array header"
         );
-        let deep: Vec<u8> = std::iter::repeat(0x91)
-            .take(MAX_DEPTH + 2)
+        let deep: Vec<u8> = std::iter::repeat_n(0x91, MAX_DEPTH + 2)
             .chain([0xc0])
             .collect();
         assert!(validate(&deep).unwrap_err().contains("nested"));

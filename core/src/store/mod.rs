@@ -568,7 +568,7 @@ fn reap(inner: &Inner) -> usize {
     let mut total = 0;
     for s in inner.shards.iter() {
         loop {
-            if !s.0.read().next_deadline().is_some_and(|d| d <= now) {
+            if s.0.read().next_deadline().is_none_or(|d| d > now) {
                 break;
             }
             let n = s.0.write().reap(now, REAP_BUDGET);
