@@ -8,7 +8,7 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider -W error --timeout 300
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv install run test test-rust test-python test-examples test-c test-node lib install-lib test-install \
+.PHONY: help venv install run test test-rust test-python test-redis redis-server test-examples test-c test-node lib install-lib test-install \
         header header-check lint fmt stress-quick loom bench bench-rust bench-python stress examples clean
 
 help: ## Show this help
@@ -28,7 +28,7 @@ install: venv ## Build the engine (release) and install hornbeam_erlang into .ve
 run: install ## Start the demo (every example app) on http://127.0.0.1:8000
 	$(VENV)/bin/uvicorn examples.demo.app:app --host $(HOST) --port $(PORT)
 
-test: test-rust install test-python test-examples test-c test-node test-wheel header-check ## Run every test
+test: test-rust install test-python test-redis test-examples test-c test-node test-wheel header-check ## Run every test
 	@echo "make test: all suites passed"
 
 test-rust: ## Rust unit, integration and doc tests
@@ -37,7 +37,7 @@ test-rust: ## Rust unit, integration and doc tests
 test-python: install ## pytest: the hornbeam_erlang module
 	$(PYTEST) python-bindings/tests
 
-test-examples: install ## pytest: example apps on a real uvicorn, browser tests
+test-examples: install redis-server ## pytest: example apps on a real uvicorn, browser tests
 	$(PYTEST) tests/py
 
 test-node: install ## Node: the official phoenix client and hornbeam.js against the channels server
@@ -51,6 +51,13 @@ test-wheel: venv ## `pip install .` into a fresh venv: the wheel carries all thr
 	    assert (pathlib.Path(hornbeam_channels.__file__).parent / 'static' / 'hornbeam.js').exists(); \
 	    hornbeam_erlang.state_set('k', {'a': 1}); assert hornbeam_erlang.state_get('k') == {'a': 1}; print('test-wheel: pip install . works')"; \
 	  rm -rf $$tmp
+
+redis-server: ## Install redis-server when missing (Debian package)
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+
+test-redis: redis-server install ## Core and Python suites on a private redis-server (free port, stopped by PID)
+	tests/with-redis.sh $(CARGO) test -p hornbeam-core
+	tests/with-redis.sh bash -c 'HORNBEAM_URL=$$HORNBEAM_TEST_REDIS_URL $(PYTEST) python-bindings/tests'
 
 stress: ## Long concurrency stress tests (ignored by default)
 	$(CARGO) test --release --workspace --exclude hornbeam-python -- --ignored --test-threads 1
@@ -79,6 +86,8 @@ bench-rust: ## Criterion benchmarks of core beside their baselines
 bench-python: install ## Python per-call and fan-out benchmarks
 	$(PY) benches/python/bench_state.py
 	$(PY) benches/python/bench_fanout.py
+	tests/with-redis.sh bash -c 'HORNBEAM_URL=$$HORNBEAM_TEST_REDIS_URL $(PY) benches/python/bench_state.py'
+	$(PY) benches/python/bench_fanout_redis.py
 
 CFLAGS_C := -Wall -Wextra -Werror -std=c11 -D_POSIX_C_SOURCE=200809L -g -Iinclude -Itests/c
 LIBDIR := $(abspath target/release)

@@ -177,20 +177,39 @@ class Mailbox(_native.Mailbox):
         if _get_running_loop() is None:
             return self._recv_blocking(timeout)
         if timeout is None:
-            return _native._Recv(self, _wait, _forget)
+            return self._recv()
         return self._recv_timeout(timeout)
+
+    async def _recv(self) -> Message:
+        # A plain coroutine: when a message is queued it returns without raising StopIteration
+        # (the cheap path of `await`), and it takes the message only once it runs, so a task
+        # cancelled before it starts loses nothing.
+        # Bounded by wake-ups: each pass either returns or waits for the hub to report this
+        # mailbox ready again.
+        while True:
+            msg = self._try_recv_arm()
+            if msg is not None:
+                return msg
+            fut = _wait(self)
+            try:
+                await fut
+            finally:
+                _forget(self, fut)
 
     async def _recv_timeout(self, timeout: float) -> Optional[Message]:
         try:
-            return await asyncio.wait_for(_native._Recv(self, _wait, _forget), timeout)
+            return await asyncio.wait_for(self._recv(), timeout)
         except asyncio.TimeoutError:
             return None
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self
 
-    def __anext__(self) -> Any:
-        return _native._Recv(self, _wait, _forget, True)
+    async def __anext__(self) -> Message:
+        try:
+            return await self._recv()
+        except MailboxClosed:
+            raise StopAsyncIteration from None
 
     def __enter__(self) -> "Mailbox":
         return self
