@@ -169,8 +169,10 @@ impl PyMailbox {
     }
 
     /// Subscribes to a topic or pattern (`room:*`, `room:>`); False when already subscribed.
-    fn subscribe(&self, topic: &str) -> PyResult<bool> {
-        self.live()?.subscribe(topic).py()
+    fn subscribe(&self, py: Python<'_>, topic: &str) -> PyResult<bool> {
+        let mb = self.live()?;
+        // On Redis the first subscription waits for the subscriber connection: let others run.
+        py.detach(|| mb.subscribe(topic)).py()
     }
 
     /// Unsubscribes from a topic or pattern; False when it was not subscribed.

@@ -22,6 +22,19 @@ pub(crate) fn engine() -> PyResult<&'static Engine> {
     Engine::global().py()
 }
 
+/// Runs an engine call: directly on the embedded engine (a shard lock held for well under a
+/// microsecond: releasing the GIL would cost more), with the GIL released on Redis (a network
+/// round trip, during which other Python threads should run).
+#[inline]
+fn call<T: Send>(py: Python<'_>, f: impl FnOnce(&'static Engine) -> T + Send) -> PyResult<T> {
+    let e = engine()?;
+    Ok(if e.backend_name() == "embedded" {
+        f(e)
+    } else {
+        py.detach(|| f(e))
+    })
+}
+
 fn key_str<'a>(key: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
     match key.downcast::<PyString>() {
         Ok(s) => crate::convert::utf8(s),
@@ -63,7 +76,7 @@ pub(crate) fn py_to_value(obj: &Bound<'_, PyAny>, key: &str) -> PyResult<Value> 
 #[pyfunction]
 fn state_get<'py>(py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let key = key_str(key, "key")?;
-    match engine()?.store().get(key).py()? {
+    match call(py, |e| e.store().get(key))?.py()? {
         Some(v) => value_to_py(py, &v),
         None => Ok(py.None().into_bound(py)),
     }
@@ -72,17 +85,23 @@ fn state_get<'py>(py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'p
 /// Stores `value` at `key`, optionally expiring after `ttl` seconds.
 #[pyfunction]
 #[pyo3(signature = (key, value, ttl=None))]
-fn state_set(key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, ttl: Option<f64>) -> PyResult<()> {
+fn state_set(
+    py: Python<'_>,
+    key: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+    ttl: Option<f64>,
+) -> PyResult<()> {
     let key = key_str(key, "key")?;
     let ttl = ttl_arg(ttl)?;
     let value = py_to_value(value, key)?;
-    engine()?.store().set(key, value, ttl).py()
+    call(py, |e| e.store().set(key, value, ttl))?.py()
 }
 
 /// Stores `value` only when `key` is missing; returns whether it was stored.
 #[pyfunction]
 #[pyo3(signature = (key, value, ttl=None))]
 fn state_set_if_absent(
+    py: Python<'_>,
     key: &Bound<'_, PyAny>,
     value: &Bound<'_, PyAny>,
     ttl: Option<f64>,
@@ -90,22 +109,22 @@ fn state_set_if_absent(
     let key = key_str(key, "key")?;
     let ttl = ttl_arg(ttl)?;
     let value = py_to_value(value, key)?;
-    engine()?.store().set_if_absent(key, value, ttl).py()
+    call(py, |e| e.store().set_if_absent(key, value, ttl))?.py()
 }
 
 /// Removes `key` (a missing key is fine).
 #[pyfunction]
-fn state_delete(key: &Bound<'_, PyAny>) -> PyResult<()> {
+fn state_delete(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
     let key = key_str(key, "key")?;
-    engine()?.store().delete(key).py()?;
+    call(py, |e| e.store().delete(key))?.py()?;
     Ok(())
 }
 
 /// Whether `key` exists.
 #[pyfunction]
-fn state_exists(key: &Bound<'_, PyAny>) -> PyResult<bool> {
+fn state_exists(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
     let key = key_str(key, "key")?;
-    Ok(engine()?.store().ttl(key).py()? != Ttl::Missing)
+    Ok(call(py, |e| e.store().ttl(key))?.py()? != Ttl::Missing)
 }
 
 /// An increment: an `int` that fits in 64 bits (not a `bool`, not a `float`).
@@ -135,21 +154,21 @@ impl<'py> FromPyObject<'py> for Delta {
 /// Adds `delta` to the counter at `key` atomically and returns the new value.
 #[pyfunction]
 #[pyo3(signature = (key, delta=Delta(1)), text_signature = "(key, delta=1)")]
-fn state_incr(key: &Bound<'_, PyAny>, delta: Delta) -> PyResult<i64> {
+fn state_incr(py: Python<'_>, key: &Bound<'_, PyAny>, delta: Delta) -> PyResult<i64> {
     let key = key_str(key, "key")?;
-    engine()?.store().incr(key, delta.0).py()
+    call(py, |e| e.store().incr(key, delta.0))?.py()
 }
 
 /// Subtracts `delta` from the counter at `key` atomically and returns the new value.
 #[pyfunction]
 #[pyo3(signature = (key, delta=Delta(1)), text_signature = "(key, delta=1)")]
-fn state_decr(key: &Bound<'_, PyAny>, delta: Delta) -> PyResult<i64> {
+fn state_decr(py: Python<'_>, key: &Bound<'_, PyAny>, delta: Delta) -> PyResult<i64> {
     let key = key_str(key, "key")?;
     let neg = delta
         .0
         .checked_neg()
         .ok_or_else(|| PyValueError::new_err("delta does not fit in 64 bits"))?;
-    engine()?.store().incr(key, neg).py()
+    call(py, |e| e.store().incr(key, neg))?.py()
 }
 
 /// Values of several keys as a dict; missing keys map to None.
@@ -204,17 +223,17 @@ fn state_keys<'py>(
 
 /// Sets `key` to expire after `ttl` seconds; returns whether the key exists.
 #[pyfunction]
-fn state_expire(key: &Bound<'_, PyAny>, ttl: f64) -> PyResult<bool> {
+fn state_expire(py: Python<'_>, key: &Bound<'_, PyAny>, ttl: f64) -> PyResult<bool> {
     let key = key_str(key, "key")?;
     let ttl = ttl_arg(Some(ttl))?.unwrap_or_default();
-    engine()?.store().expire(key, ttl).py()
+    call(py, |e| e.store().expire(key, ttl))?.py()
 }
 
 /// Seconds until `key` expires; None when it has no TTL or does not exist.
 #[pyfunction]
-fn state_ttl(key: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+fn state_ttl(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
     let key = key_str(key, "key")?;
-    Ok(match engine()?.store().ttl(key).py()? {
+    Ok(match call(py, |e| e.store().ttl(key))?.py()? {
         Ttl::Expires(d) => Some(d.as_secs_f64()),
         Ttl::Missing | Ttl::Persistent => None,
     })
@@ -236,10 +255,14 @@ fn state_clear(py: Python<'_>) -> PyResult<()> {
 
 /// Publishes `message` (any storable object) to `topic`; returns how many mailboxes took it.
 #[pyfunction]
-fn publish(topic: &Bound<'_, PyAny>, message: &Bound<'_, PyAny>) -> PyResult<usize> {
+fn publish(
+    py: Python<'_>,
+    topic: &Bound<'_, PyAny>,
+    message: &Bound<'_, PyAny>,
+) -> PyResult<usize> {
     let topic = key_str(topic, "topic")?;
     let payload = encode(message, "message")?;
-    engine()?.bus().publish(topic, payload).py()
+    call(py, |e| e.bus().publish(topic, payload))?.py()
 }
 
 /// Name of the backend in use: `"embedded"`, or `"redis"` when `HORNBEAM_URL` names a Redis.
