@@ -50,6 +50,7 @@ from urllib.parse import quote, unquote
 import hornbeam_erlang as hb
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket
 from fastapi.responses import HTMLResponse
+from hornbeam_channels import OriginGuard
 from pydantic import BaseModel, Field, field_validator
 from starlette.websockets import WebSocketDisconnect
 
@@ -189,6 +190,7 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="Velithon chat on Hornbeam", lifespan=lifespan)
+app.add_middleware(OriginGuard)  # foreign Origin -> 403 at the handshake (HORNBEAM_ALLOWED_ORIGINS)
 
 
 def _envelope(event: dict[str, Any], exclude: Optional[str] = None, seq: Optional[int] = None) -> dict[str, Any]:

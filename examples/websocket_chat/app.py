@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 from urllib.parse import parse_qs
 
+from hornbeam_channels import OriginGuard
 from hornbeam_erlang import (
     HornbeamError,
     Mailbox,
@@ -175,6 +176,7 @@ def clean_username(value: Any, user_id: str) -> str:
     return name[:MAX_USERNAME_CHARS] or f"user_{user_id[:8]}"
 
 
+@OriginGuard  # foreign Origin -> 403 at the handshake (HORNBEAM_ALLOWED_ORIGINS)
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "http":
         await handle_http(scope, receive, send)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 
+from hornbeam_channels import OriginGuard
+
 from ._asgi import Receive, Scope, Send, handle_lifespan, respond_html, tester_page
 
 MAX_FRAME_BYTES = 1024 * 1024
@@ -20,6 +22,7 @@ def process_binary(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+@OriginGuard  # foreign Origin -> 403 at the handshake (HORNBEAM_ALLOWED_ORIGINS)
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
         await receive()  # the handshake request, websocket.connect, comes first

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from typing import Any
 
+from hornbeam_channels import OriginGuard
 from hornbeam_erlang import state_get_multi, state_incr, state_set
 
 from ._asgi import ASGIApp, Receive, Scope, Send, handle_lifespan, render_page, respond, respond_html, respond_json, route_path
@@ -119,4 +120,4 @@ async def _application(scope: Scope, receive: Receive, send: Send) -> None:
         await handle_lifespan(receive, send)
 
 
-application = metrics_middleware(_application)
+application = metrics_middleware(OriginGuard(_application))

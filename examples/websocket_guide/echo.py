@@ -6,9 +6,12 @@ the tester page at ``/``).
 
 from __future__ import annotations
 
+from hornbeam_channels import OriginGuard
+
 from ._asgi import Receive, Scope, Send, handle_lifespan, respond_html, tester_page
 
 
+@OriginGuard  # foreign Origin -> 403 at the handshake (HORNBEAM_ALLOWED_ORIGINS)
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
         await receive()  # the handshake request, websocket.connect, comes first

@@ -25,6 +25,8 @@ import os
 from typing import Any
 from urllib.parse import parse_qs
 
+from hornbeam_channels import OriginGuard
+
 from ._asgi import Receive, Scope, Send, handle_lifespan, respond_html, tester_page
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class CloseConnection(Exception):
         self.reason = reason
 
 
+@OriginGuard  # foreign Origin -> 403 at the handshake (HORNBEAM_ALLOWED_ORIGINS)
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
         accepted = False

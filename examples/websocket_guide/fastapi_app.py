@@ -12,6 +12,7 @@ import re
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
+from hornbeam_channels import OriginGuard
 from hornbeam_erlang import state_get, state_incr
 
 from ._asgi import tester_page
@@ -19,6 +20,7 @@ from ._asgi import tester_page
 ROOM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 app = FastAPI(title="Hornbeam guide: FastAPI WebSocket")
+app.add_middleware(OriginGuard)  # foreign Origin -> 403 at the handshake
 
 
 @app.websocket("/ws/{room}")

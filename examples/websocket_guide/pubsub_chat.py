@@ -20,6 +20,8 @@ from typing import Any
 
 from hornbeam_erlang import HornbeamError, check_pubsub, publish, subscribe, unsubscribe
 
+from hornbeam_channels import OriginGuard
+
 from ._asgi import Receive, Scope, Send, handle_lifespan, respond_html, route_path, tester_page
 
 # Room names become topic segments: no ':' separators and no '*' or '>' wildcards.
@@ -27,6 +29,7 @@ ROOM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_FRAME_CHARS = 16 * 1024
 
 
+@OriginGuard  # foreign Origin -> 403 at the handshake (HORNBEAM_ALLOWED_ORIGINS)
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
         await receive()  # the handshake request, websocket.connect, comes first

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 
+from hornbeam_channels import OriginGuard
 from hornbeam_erlang import state_get, state_incr
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route, WebSocketRoute
@@ -85,4 +87,4 @@ app = Starlette(routes=[
     Route("/rooms/{room}", room_users),
     WebSocketRoute("/ws", websocket_handler),
     WebSocketRoute("/ws/{room}", room_handler),
-])
+], middleware=[Middleware(OriginGuard)])  # foreign Origin -> 403 at the handshake

@@ -20,6 +20,8 @@ from typing import Any, Callable, Optional
 
 from hornbeam_erlang import state_get
 
+from hornbeam_channels import OriginGuard
+
 from ._asgi import Receive, Scope, Send, handle_lifespan, respond_html, tester_page
 
 SUPPORTED = ("graphql-ws", "json")
@@ -41,6 +43,7 @@ def choose_subprotocol(requested: list[str]) -> Optional[str]:
     return None
 
 
+@OriginGuard  # foreign Origin -> 403 at the handshake (HORNBEAM_ALLOWED_ORIGINS)
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
         # Check requested subprotocols and choose one we support

@@ -16,6 +16,8 @@ import uuid
 
 from hornbeam_erlang import state_delete, state_get, state_get_multi, state_incr, state_keys, state_set
 
+from hornbeam_channels import OriginGuard
+
 from ._asgi import Receive, Scope, Send, handle_lifespan, respond, respond_html, respond_json, route_path, tester_page
 
 
@@ -28,6 +30,7 @@ def connections_report() -> dict[str, object]:
     return {"active": state_get("ws:active_connections") or 0, "clients": clients}
 
 
+@OriginGuard  # foreign Origin -> 403 at the handshake (HORNBEAM_ALLOWED_ORIGINS)
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
         # Generate unique client ID

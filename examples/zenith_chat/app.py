@@ -38,6 +38,7 @@ from urllib.parse import quote, unquote
 import hornbeam_erlang as hb
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse
+from hornbeam_channels import OriginGuard
 from starlette.websockets import WebSocketDisconnect
 
 log = logging.getLogger("zenith_chat")
@@ -48,6 +49,7 @@ MAX_MESSAGE = 2000
 PAGE = (Path(__file__).parent / "index.html").read_text(encoding="utf-8")
 
 app = FastAPI(title="Zenith chat on Hornbeam")
+app.add_middleware(OriginGuard)  # foreign Origin -> 403 at the handshake (HORNBEAM_ALLOWED_ORIGINS)
 
 
 def _enc(name: str) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from ._api import broadcast, broadcast_from, push
 from ._endpoint import CLIENT_JS, ChannelsEndpoint, asgi_endpoint
+from ._origin import OriginGuard, origin_allowed
 from ._registry import Channel, channel, get_channel, list_channels, unregister
 from ._socket import Socket
 
@@ -36,6 +37,7 @@ __all__ = [
     "CLIENT_JS",
     "Channel",
     "ChannelsEndpoint",
+    "OriginGuard",
     "Socket",
     "asgi_endpoint",
     "broadcast",
@@ -43,6 +45,7 @@ __all__ = [
     "channel",
     "get_channel",
     "list_channels",
+    "origin_allowed",
     "push",
     "unregister",
 ]

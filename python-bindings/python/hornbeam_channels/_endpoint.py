@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
 from ._connection import ConnectHook, Connection, Options
+from ._origin import origin_allowed, refuse_handshake
 
 log = logging.getLogger("hornbeam_channels")
 
@@ -33,7 +34,8 @@ class ChannelsEndpoint:
                  heartbeat_timeout: Optional[float] = 60.0,
                  max_frame_bytes: int = 1024 * 1024,
                  on_connect: Optional[ConnectHook] = None,
-                 serve_client: bool = True) -> None:
+                 serve_client: bool = True,
+                 allowed_origins: Optional[list[str]] = None) -> None:
         base = "/" + path.strip("/") if path.strip("/") else ""
         self.path = base or "/"
         self.socket_paths = {base + "/websocket", base or "/"}
@@ -43,11 +45,15 @@ class ChannelsEndpoint:
             raise ValueError("max_frame_bytes must be at least 64")
         self.options = Options(heartbeat_timeout, max_frame_bytes, on_connect)
         self._client: Optional[bytes] = None
+        self.allowed_origins = allowed_origins
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         kind = scope["type"]
         if kind == "websocket" and _route_path(scope) in self.socket_paths:
+            if not origin_allowed(scope, self.allowed_origins):
+                await refuse_handshake(receive, send)
+                return
             await Connection(scope, receive, send, self.options).run()
         elif kind == "http" and self.client_path and _route_path(scope) == self.client_path:
             await self._serve_client(scope, send)
@@ -96,7 +102,8 @@ def asgi_endpoint(path: str = "/ws", app: Optional[ASGIApp] = None, *,
                   heartbeat_timeout: Optional[float] = 60.0,
                   max_frame_bytes: int = 1024 * 1024,
                   on_connect: Optional[ConnectHook] = None,
-                  serve_client: bool = True) -> ChannelsEndpoint:
+                  serve_client: bool = True,
+                  allowed_origins: Optional[list[str]] = None) -> ChannelsEndpoint:
     """An ASGI app serving the channels defined with :func:`channel`.
 
     * WebSocket at ``<path>/websocket`` (where both JavaScript clients connect when given
@@ -112,7 +119,11 @@ def asgi_endpoint(path: str = "/ws", app: Optional[ASGIApp] = None, *,
     frames are answered with an error and dropped. ``on_connect(params, scope)`` (plain or
     async) sees the connect parameters before the socket is accepted: False refuses it, a dict
     becomes the initial assigns of every channel socket of the connection.
+
+    Origins: a handshake from a foreign ``Origin`` is refused with HTTP 403; same-origin, no
+    ``Origin`` (non-browser clients) and the origins in ``allowed_origins`` (default: the
+    ``HORNBEAM_ALLOWED_ORIGINS`` environment variable, comma-separated) are accepted.
     """
     return ChannelsEndpoint(path, app, heartbeat_timeout=heartbeat_timeout,
                             max_frame_bytes=max_frame_bytes, on_connect=on_connect,
-                            serve_client=serve_client)
+                            serve_client=serve_client, allowed_origins=allowed_origins)
