@@ -161,4 +161,7 @@ app = asgi_endpoint(
     "/ws", app=pages, on_connect=on_connect,
     heartbeat_timeout=float(os.environ.get("HB_TEST_HEARTBEAT_TIMEOUT", "60")),
     max_frame_bytes=64 * 1024,
+    # The suite sends bursts of 100+ events; HB_TEST_RATE_LIMIT=default tests the endpoint defaults.
+    **({} if os.environ.get("HB_TEST_RATE_LIMIT") == "default"
+       else {"rate_limit": 10_000.0, "rate_burst": 10_000}),
 )

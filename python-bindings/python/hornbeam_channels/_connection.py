@@ -51,19 +51,24 @@ live: dict[str, "Connection"] = {}
 _CONTROL_TOPICS = {"phoenix": "phx", "hornbeam": "hb"}
 _JOIN = {"phx_join": "phx", "hb_join": "hb"}
 _LEAVE = {"phx_leave": "phx", "hb_leave": "hb"}
+RATE_LIMITED = "rate_limited"
 _MALFORMED = "malformed frame: expected a JSON array [join_ref, ref, topic, event, payload]"
 
 
 class Options:
     """Settings shared by the connections of one endpoint."""
 
-    __slots__ = ("heartbeat_timeout", "max_frame_bytes", "on_connect")
+    __slots__ = ("heartbeat_timeout", "max_frame_bytes", "on_connect", "rate_limit", "rate_burst")
 
     def __init__(self, heartbeat_timeout: Optional[float], max_frame_bytes: int,
-                 on_connect: Optional[ConnectHook]) -> None:
+                 on_connect: Optional[ConnectHook], rate_limit: Optional[float] = None,
+                 rate_burst: int = 100) -> None:
         self.heartbeat_timeout = heartbeat_timeout
         self.max_frame_bytes = max_frame_bytes
         self.on_connect = on_connect
+        # Token bucket per connection: `rate_limit` events per second, up to `rate_burst` at once.
+        self.rate_limit = rate_limit
+        self.rate_burst = rate_burst
 
 
 class ChannelState:
@@ -166,6 +171,9 @@ class Connection:
         self.send_lock = asyncio.Lock()
         self.closed = False
         self.ending = False
+        self.tokens = float(options.rate_burst)
+        self.tokens_at = self.last_seen
+        self.rate_limited = 0  # events refused so far (for logs and tests)
 
     # ---- sending -------------------------------------------------------------------------
 
@@ -332,6 +340,23 @@ class Connection:
 
     # ---- from the client -----------------------------------------------------------------
 
+    def _take_token(self) -> bool:
+        """Spends one token of the connection's bucket; False when it is empty (rate limited)."""
+        rate = self.options.rate_limit
+        if rate is None:
+            return True
+        now = self.loop.time()
+        self.tokens = min(float(self.options.rate_burst), self.tokens + (now - self.tokens_at) * rate)
+        self.tokens_at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self.rate_limited += 1
+        if self.rate_limited == 1 or self.rate_limited % 1000 == 0:
+            log.warning("connection %s is over its rate limit: %d events refused",
+                        self.session_id, self.rate_limited)
+        return False
+
     async def _read_loop(self) -> None:
         while True:
             message = await self.receive()
@@ -370,7 +395,13 @@ class Connection:
         if event == "heartbeat" and topic in _CONTROL_TOPICS:
             family = _CONTROL_TOPICS[topic]
             self.family = self.family or family
-            await self.reply(None, ref, topic, family, "ok", {})
+            await self.reply(None, ref, topic, family, "ok", {})  # never rate limited
+        elif not self._take_token():
+            # Over the limit: answered, not handled; the connection keeps serving.
+            state = self.channels.get(topic)
+            family = (_JOIN.get(event) or _LEAVE.get(event) or (state and state.family)
+                      or self.family or "hb")
+            await self.reply(join_ref, ref, topic, family, "error", {"reason": RATE_LIMITED})
         elif event in _JOIN:
             self.family = _JOIN[event]
             await self._join(join_ref, ref, topic, payload, _JOIN[event])

@@ -35,7 +35,9 @@ class ChannelsEndpoint:
                  max_frame_bytes: int = 1024 * 1024,
                  on_connect: Optional[ConnectHook] = None,
                  serve_client: bool = True,
-                 allowed_origins: Optional[list[str]] = None) -> None:
+                 allowed_origins: Optional[list[str]] = None,
+                 rate_limit: Optional[float] = 50.0,
+                 rate_burst: int = 100) -> None:
         base = "/" + path.strip("/") if path.strip("/") else ""
         self.path = base or "/"
         self.socket_paths = {base + "/websocket", base or "/"}
@@ -43,7 +45,12 @@ class ChannelsEndpoint:
         self.app = app
         if max_frame_bytes < 64:
             raise ValueError("max_frame_bytes must be at least 64")
-        self.options = Options(heartbeat_timeout, max_frame_bytes, on_connect)
+        if rate_limit is not None and not rate_limit > 0:
+            raise ValueError("rate_limit must be a positive number of events per second, or None")
+        if rate_burst < 1:
+            raise ValueError("rate_burst must be at least 1")
+        self.options = Options(heartbeat_timeout, max_frame_bytes, on_connect, rate_limit,
+                               rate_burst)
         self._client: Optional[bytes] = None
         self.allowed_origins = allowed_origins
 
@@ -103,7 +110,9 @@ def asgi_endpoint(path: str = "/ws", app: Optional[ASGIApp] = None, *,
                   max_frame_bytes: int = 1024 * 1024,
                   on_connect: Optional[ConnectHook] = None,
                   serve_client: bool = True,
-                  allowed_origins: Optional[list[str]] = None) -> ChannelsEndpoint:
+                  allowed_origins: Optional[list[str]] = None,
+                  rate_limit: Optional[float] = 50.0,
+                  rate_burst: int = 100) -> ChannelsEndpoint:
     """An ASGI app serving the channels defined with :func:`channel`.
 
     * WebSocket at ``<path>/websocket`` (where both JavaScript clients connect when given
@@ -123,7 +132,13 @@ def asgi_endpoint(path: str = "/ws", app: Optional[ASGIApp] = None, *,
     Origins: a handshake from a foreign ``Origin`` is refused with HTTP 403; same-origin, no
     ``Origin`` (non-browser clients) and the origins in ``allowed_origins`` (default: the
     ``HORNBEAM_ALLOWED_ORIGINS`` environment variable, comma-separated) are accepted.
+
+    Rate limit: each connection may send ``rate_limit`` events per second on average, ``rate_burst``
+    at once (a token bucket; None disables it). Joins, leaves and channel events count; heartbeats
+    never do. An event over the limit is not handled: it gets an error reply
+    ``{"reason": "rate_limited"}`` and the connection keeps serving.
     """
     return ChannelsEndpoint(path, app, heartbeat_timeout=heartbeat_timeout,
                             max_frame_bytes=max_frame_bytes, on_connect=on_connect,
-                            serve_client=serve_client, allowed_origins=allowed_origins)
+                            serve_client=serve_client, allowed_origins=allowed_origins,
+                            rate_limit=rate_limit, rate_burst=rate_burst)
