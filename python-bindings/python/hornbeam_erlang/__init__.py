@@ -95,11 +95,6 @@ class _Hub:
                 if not fut.done():
                     fut.set_result(None)
 
-    def wait(self, mailbox_id: int) -> "asyncio.Future[None]":
-        fut: asyncio.Future[None] = self.loop.create_future()
-        self.waiters.setdefault(mailbox_id, []).append(fut)
-        return fut
-
     def forget(self, mailbox_id: int, fut: "asyncio.Future[None]") -> None:
         waiting = self.waiters.get(mailbox_id)
         if waiting and fut in waiting:
@@ -119,20 +114,6 @@ def publish(topic: str, message: Any) -> int:
             if hub is not None and hub.loop is loop:
                 hub.wake_now()
     return delivered
-
-
-def _wait(mb: "Mailbox") -> "asyncio.Future[None]":
-    """Called by a pending ``recv()`` with nothing queued: a future the hub completes when
-    ``mb`` becomes ready."""
-    hub = _hub(asyncio.get_running_loop())
-    mb._attach(hub.ready)
-    return hub.wait(mb.id)
-
-
-def _forget(mb: "Mailbox", fut: "asyncio.Future[None]") -> None:
-    hub = _hubs.get(id(fut.get_loop()))
-    if hub is not None:
-        hub.forget(mb.id, fut)
 
 
 # Hubs by loop. Keyed by id() because some loops (uvloop) take no weak references; a closed
@@ -184,17 +165,40 @@ class Mailbox(_native.Mailbox):
         # A plain coroutine: when a message is queued it returns without raising StopIteration
         # (the cheap path of `await`), and it takes the message only once it runs, so a task
         # cancelled before it starts loses nothing.
+        msg = self._try_recv_arm()
+        if msg is not None:
+            return msg
+        hub = self._hub_here()
+        waiters = hub.waiters
+        mailbox_id = self.id
         # Bounded by wake-ups: each pass either returns or waits for the hub to report this
-        # mailbox ready again.
+        # mailbox ready again. Only `_try_recv_arm` (synchronous) takes a message, so cancelling
+        # the wait loses nothing.
         while True:
-            msg = self._try_recv_arm()
-            if msg is not None:
-                return msg
-            fut = _wait(self)
+            fut = hub.loop.create_future()
+            waiting = waiters.get(mailbox_id)
+            if waiting is None:
+                waiters[mailbox_id] = [fut]
+            else:
+                waiting.append(fut)
             try:
                 await fut
             finally:
-                _forget(self, fut)
+                if not fut.done():
+                    hub.forget(mailbox_id, fut)
+            msg = self._try_recv_arm()
+            if msg is not None:
+                return msg
+
+    def _hub_here(self) -> "_Hub":
+        """The running loop's hub, with this mailbox attached to it (cached on the mailbox)."""
+        loop = asyncio.get_running_loop()
+        hub = self.__dict__.get("_hub")
+        if hub is None or hub.loop is not loop:
+            hub = _hub(loop)
+            self._attach(hub.ready)
+            self.__dict__["_hub"] = hub
+        return hub
 
     async def _recv_timeout(self, timeout: float) -> Optional[Message]:
         try:
