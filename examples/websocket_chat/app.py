@@ -21,6 +21,7 @@ Store keys (all of a user's are removed however the connection ends):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -63,9 +64,15 @@ DEFAULT_ROOM = "general"
 ROOM_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 CLOSE_UNSUPPORTED_DATA = 1003  # a binary frame: this endpoint speaks JSON text only
+# Slow consumers: what waits to be written to one client, beyond what the transport buffers. A
+# client that lets more than this pile up (it stopped reading, or its link is far too slow) is
+# disconnected with CLOSE_TOO_SLOW, so one stalled client costs at most this much memory and
+# never holds back the others. About 1,000 ordinary chat messages.
+OUTBOX_MAX_CHARS = 256 * 1024
 CLOSE_INVALID_PAYLOAD = 1007  # text that is not a JSON object
 CLOSE_POLICY_VIOLATION = 1008  # a room name that is not allowed
 CLOSE_TOO_BIG = 1009  # a frame over MAX_FRAME_CHARS
+CLOSE_TOO_SLOW = 1008  # a client that does not read what it is sent (see OUTBOX_MAX_CHARS)
 CLOSE_INTERNAL_ERROR = 1011  # a bug or an engine error while handling a frame
 
 log = logging.getLogger(__name__)
@@ -247,17 +254,55 @@ class Connection:
         self.send = send
         self.user_id = str(uuid.uuid4())
         self.username: Optional[str] = None
+        self.queued = 0  # characters in the pump's outbox, not yet handed to the server
 
     async def send_json(self, data: dict[str, Any]) -> None:
         await self.send({"type": "websocket.send", "text": json.dumps(data)})
 
     async def pump(self, mb: Mailbox) -> None:
-        """Forward every message of the mailbox to the socket, a batch per wake-up."""
-        with contextlib.suppress(OSError, HornbeamError):
+        """Forward every message of the mailbox to the socket, a batch per wake-up.
+
+        The mailbox is drained into an outbox that a writer task sends from, so a client that
+        does not read cannot stall the pump: once its outbox holds more than `OUTBOX_MAX_CHARS`
+        it is disconnected (CLOSE_TOO_SLOW) instead of letting memory grow.
+        """
+        outbox: collections.deque[str] = collections.deque()
+        ready = asyncio.Event()
+        writer = asyncio.create_task(self._write(outbox, ready))
+        try:
+            with contextlib.suppress(OSError, HornbeamError):
+                while not writer.done():
+                    first = await mb.recv()
+                    for msg in [first, *mb.drain()]:
+                        text = frame_text(msg)
+                        outbox.append(text)
+                        self.queued += len(text)
+                    if self.queued > OUTBOX_MAX_CHARS:
+                        log.warning("client %s in room %r is not reading (%d characters queued): "
+                                    "disconnecting it", self.user_id, self.room.room_id, self.queued)
+                        writer.cancel()
+                        await asyncio.wait([writer])
+                        outbox.clear()
+                        # The close frame waits behind what the client does not read: try
+                        # briefly. Returning ends the connection (handle_websocket) either way.
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(self.send({
+                                "type": "websocket.close", "code": CLOSE_TOO_SLOW,
+                                "reason": "too slow: messages were piling up"}), 1.0)
+                        return
+                    ready.set()
+        finally:
+            writer.cancel()
+
+    async def _write(self, outbox: collections.deque[str], ready: asyncio.Event) -> None:
+        with contextlib.suppress(OSError):
             while True:
-                first = await mb.recv()
-                for msg in [first, *mb.drain()]:
-                    await self.send({"type": "websocket.send", "text": frame_text(msg)})
+                await ready.wait()
+                ready.clear()
+                while outbox:
+                    text = outbox.popleft()
+                    await self.send({"type": "websocket.send", "text": text})
+                    self.queued -= len(text)
 
     async def read(self, receive: Receive) -> Optional[tuple[int, str]]:
         """Handle frames until the client leaves (None) or sends something that ends it (a close)."""
@@ -352,23 +397,31 @@ async def handle_websocket(scope: Scope, receive: Receive, send: Send) -> None:
 
     mb = subscribe(room.topic)
     pump = asyncio.create_task(conn.pump(mb))
+    reading = asyncio.create_task(conn.read(receive))
     try:
-        try:
-            close = await conn.read(receive)
-        except OSError:
-            close = None  # the client went away while being answered: nothing to close
-        except Exception:
-            log.exception("chat connection in room %r failed", room_id)
-            close = (CLOSE_INTERNAL_ERROR, "internal error")
+        # The pump ends first only when it dropped a client too slow to read (or the client is
+        # gone): then the connection ends here, without waiting for the client.
+        await asyncio.wait([reading, pump], return_when=asyncio.FIRST_COMPLETED)
+        close: Optional[tuple[int, str]] = None
+        if reading.done():
+            try:
+                close = reading.result()
+            except OSError:
+                pass  # the client went away while being answered: nothing to close
+            except Exception:
+                log.exception("chat connection in room %r failed", room_id)
+                close = (CLOSE_INTERNAL_ERROR, "internal error")
+        reading.cancel()
         pump.cancel()
-        # wait() rather than await: the pump's CancelledError is not ours to raise.
-        await asyncio.wait([pump])
+        # wait() rather than await: the tasks' CancelledError is not ours to raise.
+        await asyncio.wait([reading, pump])
         if close is not None:
             code, reason = close
             with contextlib.suppress(OSError):
                 await send({"type": "websocket.close", "code": code, "reason": reason})
     finally:
         # Runs however the connection ends: client close, lost network, bad input, server shutdown.
+        reading.cancel()
         pump.cancel()
         conn.leave()
         unsubscribe(room.topic)

@@ -1,0 +1,149 @@
+"""Slow consumers in the WebSocket chat (issue 9, load).
+
+100 clients join a room and then never read; 5 clients chat in the same room. The 5 must receive
+every message (each within a bounded wait), the server's memory must stay bounded (RSS read from
+/proc before and after, with a wide margin), and the non-readers must be dropped by the app's
+policy: a connection whose outgoing queue passes `OUTBOX_MAX_CHARS` is dropped (see the app).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+from examples.websocket_chat.app import OUTBOX_MAX_CHARS
+
+ROOM = "slow"
+SILENT = 100
+TALKERS = 5
+PER_TALKER = 400
+TEXT = "x" * 1900  # near MAX_TEXT_CHARS, so the silent clients' backlog grows fast
+TALKER_WAIT = 30.0  # seconds one message may take to come back (generous: a bound, not a benchmark)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def silent_client(port: int, name: str) -> socket.socket:
+    """A raw WebSocket client that handshakes, joins, and then never reads again.
+
+    A small receive buffer keeps the kernel from absorbing the backlog for the server."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /ws/{ROOM} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)  # byte by byte: nothing past the handshake is read
+        assert chunk, "server closed during the handshake"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    payload = json.dumps({"type": "join", "username": name}).encode()
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    assert len(payload) < 126
+    sock.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked)
+    return sock
+
+
+async def talker(base: str, name: str, received: dict[str, list[int]], total: int) -> None:
+    """Sends PER_TALKER messages, each after its previous one came back; reads everything."""
+    async with websockets.connect(f"{base}/ws/{ROOM}", max_size=None, open_timeout=10) as ws:
+        await ws.send(json.dumps({"type": "join", "username": name}))
+        mine = received[name]
+        pending = 0
+        sent = 0
+        while True:
+            if pending == 0 and sent < PER_TALKER:
+                await ws.send(json.dumps({"type": "message", "text": f"{name}:{sent}:{TEXT}"}))
+                sent += 1
+                pending = 1
+            if sent == PER_TALKER and pending == 0 and len(mine) >= total:
+                break
+            frame = json.loads(await asyncio.wait_for(ws.recv(), TALKER_WAIT))
+            if frame["type"] == "message":
+                sender, seq, _ = frame["data"]["text"].split(":", 2)
+                mine.append(hash((sender, int(seq))))
+                if sender == name:
+                    pending = 0
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_silent_clients_do_not_hold_back_the_others_and_are_dropped(serve: Any) -> None:
+    server = serve("examples.websocket_chat.app:application")
+    pid = server.proc.pid
+    fds_at_start = open_fds(pid)
+    silent = [silent_client(server.port, f"silent{i}") for i in range(SILENT)]
+    try:
+        async def scenario() -> None:
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+                async def users() -> int:
+                    rooms = (await http.get("/api/rooms")).json()
+                    return next((r["users"] for r in rooms if r["id"] == ROOM), 0)
+
+                for _ in range(400):  # the joins travel asynchronously: wait until all counted
+                    if await users() == SILENT:
+                        break
+                    await asyncio.sleep(0.05)
+                assert await users() == SILENT
+                before = rss_kib(pid)
+
+                total = TALKERS * PER_TALKER
+                received: dict[str, list[int]] = {f"talker{i}": [] for i in range(TALKERS)}
+                await asyncio.gather(*(talker(server.ws_url, name, received, total)
+                                       for name in received))
+                after = rss_kib(pid)
+
+                # Every talker got every message, none twice.
+                for name, got in received.items():
+                    assert len(got) == total, name
+                    assert len(set(got)) == total, name
+                # Each silent client was sent total * len(TEXT) characters (about 3.6 MiB), 360 MiB
+                # for the hundred; keeping it would show in RSS. The policy keeps at most
+                # OUTBOX_MAX_CHARS per client (plus transport buffers) before dropping it.
+                backlog_mib = total * len(TEXT) * SILENT / 2**20
+                assert OUTBOX_MAX_CHARS * SILENT / 2**20 < backlog_mib / 4
+                growth_mib = (after - before) / 1024
+                assert growth_mib < backlog_mib / 4, (before, after)
+
+                # The silent ones were dropped: their users left the room (the talkers did too,
+                # after closing); the server logged why.
+                for _ in range(400):
+                    if await users() == 0:
+                        break
+                    await asyncio.sleep(0.05)
+                assert await users() == 0
+
+        asyncio.run(asyncio.wait_for(scenario(), 100))
+    finally:
+        for sock in silent:
+            sock.close()
+    assert server.log().count("is not reading") == SILENT
+    # No descriptor kept once the silent clients are gone (a few the engine opens on first use,
+    # such as the event-loop hub's readiness descriptor, are allowed for).
+    for _ in range(200):
+        if open_fds(pid) <= fds_at_start + 5:
+            break
+        time.sleep(0.05)
+    assert open_fds(pid) <= fds_at_start + 5
