@@ -77,6 +77,24 @@ pub struct HbMailbox(Mailbox);
 
 impl Handle for HbMailbox {}
 
+/// Borrows the mailbox handle and the UTF-8 topic that subscribe and unsubscribe start with.
+///
+/// # Safety
+/// `mailbox` is NULL or a live handle; `topic` is NULL or valid for reads of `topic_len` bytes.
+unsafe fn mailbox_topic<'a>(
+    mailbox: *const HbMailbox,
+    topic: *const u8,
+    topic_len: usize,
+) -> Result<(&'a HbMailbox, &'a str), HbStatus> {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        Ok((
+            HbMailbox::from_ptr(mailbox, "mailbox")?,
+            text(topic, topic_len, "topic")?,
+        ))
+    }
+}
+
 /// A received message, or a lag notice (`hb_message_lagged` > 0: that many messages were dropped
 /// because the mailbox was full). Owned by the caller; freed by `hb_message_free`. Immutable, so
 /// safe to read from any thread.
@@ -118,12 +136,7 @@ pub unsafe extern "C" fn hb_mailbox_subscribe(
 ) -> HbStatus {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
-        let (m, topic) = unsafe {
-            (
-                HbMailbox::from_ptr(mailbox, "mailbox")?,
-                text(topic, topic_len, "topic")?,
-            )
-        };
+        let (m, topic) = unsafe { mailbox_topic(mailbox, topic, topic_len) }?;
         m.0.subscribe(topic).map(drop).map_err(from_error)
     })
 }
@@ -140,12 +153,7 @@ pub unsafe extern "C" fn hb_mailbox_unsubscribe(
 ) -> HbStatus {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
-        let (m, topic) = unsafe {
-            (
-                HbMailbox::from_ptr(mailbox, "mailbox")?,
-                text(topic, topic_len, "topic")?,
-            )
-        };
+        let (m, topic) = unsafe { mailbox_topic(mailbox, topic, topic_len) }?;
         m.0.unsubscribe(topic).map(drop).map_err(from_error)
     })
 }
