@@ -258,7 +258,7 @@ class ChatConnection:
     def handle_text(self, raw: str) -> None:
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             data = None
         if not isinstance(data, dict):
             self.reply(error_event("invalid_json", "frames must be JSON objects"))

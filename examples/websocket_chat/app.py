@@ -319,7 +319,7 @@ class Connection:
                 return CLOSE_TOO_BIG, "message too big"
             try:
                 data = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deeply
                 return CLOSE_INVALID_PAYLOAD, "invalid JSON"
             if not isinstance(data, dict):
                 return CLOSE_INVALID_PAYLOAD, "expected a JSON object"

@@ -94,7 +94,7 @@ def parse_action(text: str) -> dict[str, Any]:
         raise CloseConnection(1008, f"frames are limited to {MAX_FRAME_CHARS} characters")
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise CloseConnection(1002, "expected JSON") from None
     if not isinstance(data, dict) or not isinstance(data.get("action"), str):
         raise CloseConnection(1002, 'expected {"action": ...}')

@@ -108,7 +108,7 @@ async def handle_chat(scope: Scope, receive: Receive, send: Send, topic: str, mb
 def parse(text: str) -> dict[str, Any] | None:
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         return None
     return data if isinstance(data, dict) else None
 

@@ -98,7 +98,7 @@ async def handle_graphql(scope: Scope, receive: Receive, send: Send) -> None:
             return
         try:
             op = json.loads(message.get("text") or "")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             op = None
         if not isinstance(op, dict):
             await send_json(send, {"type": "connection_error", "payload": {"message": "expected a JSON object"}})
@@ -132,7 +132,7 @@ async def handle_json(scope: Scope, receive: Receive, send: Send) -> None:
             return
         try:
             value = json.loads(message.get("text") or message.get("bytes") or b"")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             await send_json(send, {"protocol": "json", "error": "invalid JSON"})
             continue
         await send_json(send, {"protocol": "json", "received": value})

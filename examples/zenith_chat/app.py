@@ -131,7 +131,7 @@ class ChatConnection:
     def handle_text(self, raw: str) -> None:
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             send_error(self.conn_id, "invalid_json", "frames must be JSON objects")
             return
         if not isinstance(data, dict):

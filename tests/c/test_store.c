@@ -151,6 +151,30 @@ static void test_bad_input(HbEngine *e) {
   hb_message_free(NULL);
 }
 
+/* NaN and the infinities are ordinary MessagePack floats: stored and read back bit for bit, and
+   an integer counter cannot be made from them. */
+static void test_nan_and_infinities(HbEngine *e) {
+  const uint8_t values[][9] = {
+      {0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0},          /* float64 NaN */
+      {0xcb, 0xff, 0xf8, 0, 0, 0, 0, 0, 1},          /* float64 NaN, sign and payload bits */
+      {0xcb, 0x7f, 0xf0, 0, 0, 0, 0, 0, 0},          /* float64 +inf */
+      {0xcb, 0xff, 0xf0, 0, 0, 0, 0, 0, 0},          /* float64 -inf */
+      {0xca, 0x7f, 0xc0, 0, 0, 0, 0, 0, 0},          /* float32 NaN (5 bytes used) */
+  };
+  for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+    size_t len = values[i][0] == 0xca ? 5 : 9;
+    OK(hb_set(e, S("float"), values[i], len, 0));
+    HbBytes *b = NULL;
+    OK(hb_get(e, S("float"), &b));
+    CHECK(hb_bytes_len(b) == len && memcmp(hb_bytes_data(b), values[i], len) == 0);
+    hb_bytes_free(b);
+    int64_t n = 0;
+    CHECK_STATUS(hb_incr(e, S("float"), 1, &n), HB_NOT_AN_INTEGER);
+    CHECK_STATUS(hb_get_int(e, S("float"), &n), HB_NOT_AN_INTEGER);
+  }
+  OK(hb_delete(e, S("float"), NULL));
+}
+
 static void test_default_engine_is_shared(void) {
   HbEngine *a = NULL, *b = NULL;
   OK(hb_engine_default(&a));
@@ -176,6 +200,7 @@ int main(void) {
   test_keys(e);
   test_ttl(e);
   test_bad_input(e);
+  test_nan_and_infinities(e);
   test_default_engine_is_shared();
   hb_engine_free(e);
   DONE("test_store");

@@ -52,6 +52,15 @@ _CONTROL_TOPICS = {"phoenix": "phx", "hornbeam": "hb"}
 _JOIN = {"phx_join": "phx", "hb_join": "hb"}
 _LEAVE = {"phx_leave": "phx", "hb_leave": "hb"}
 RATE_LIMITED = "rate_limited"
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; browsers' JSON.parse does not, so letting them
+    # through would break every client a handler echoes or broadcasts them to.
+    raise ValueError(f"{name} is not JSON")
+
+
+_loads = json.JSONDecoder(parse_constant=_reject_constant).decode
 _MALFORMED = "malformed frame: expected a JSON array [join_ref, ref, topic, event, payload]"
 
 
@@ -379,7 +388,10 @@ class Connection:
                 f"frame too large: {len(text.encode())} bytes, the limit is {limit} bytes")
             return
         try:
-            frame = json.loads(text)
+            frame = _loads(text)
+        except RecursionError:
+            await self.control_error(_MALFORMED + " (nested too deeply)")
+            return
         except ValueError:
             await self.control_error(_MALFORMED + " (invalid JSON)")
             return
