@@ -78,3 +78,16 @@ def test_storm_of_100000_pattern_subscriptions_stays_within_limits_and_unsubscri
         assert mb.subscribe("calm")
         assert publish("calm", 1) == 1 and mb.recv_nowait().message == 1
     assert publish("storm:7:x", "closed") == 0
+
+
+def test_huge_message_and_topic_are_value_errors_and_deliver_nothing():
+    with Mailbox() as mb:
+        mb.subscribe("t")
+        with pytest.raises(ValueError, match="over the limit of 16777216 bytes"):
+            publish("t", b"x" * (17 * 1024 * 1024))
+        with pytest.raises(ValueError, match="over the limit of 1024 bytes"):
+            publish("t" * 2000, 1)
+        with pytest.raises(ValueError, match="over the limit of 1024 bytes"):
+            mb.subscribe("t" * 2000)
+        assert mb.drain() == []
+        assert mb.subscriptions() == ["t"]
