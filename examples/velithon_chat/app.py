@@ -62,6 +62,9 @@ log = logging.getLogger("velithon_chat")
 HISTORY_ON_CONNECT = 50
 MAX_NAME = 64
 MAX_CONTENT = 2000
+# No frame of this protocol needs more; larger ones are refused before parsing (uvicorn alone
+# would accept up to 16 MiB, --ws-max-size).
+MAX_FRAME_CHARS = 64 * 1024
 POLICY_VIOLATION = 1008
 
 
@@ -256,6 +259,9 @@ class ChatConnection:
             self.handle_text(raw or "")
 
     def handle_text(self, raw: str) -> None:
+        if len(raw) > MAX_FRAME_CHARS:
+            self.reply(error_event("frame_too_large", f"frames are limited to {MAX_FRAME_CHARS} characters"))
+            return
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError):  # RecursionError: nested too deeply

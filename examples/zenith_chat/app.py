@@ -45,6 +45,9 @@ log = logging.getLogger("zenith_chat")
 
 MAX_USERNAME = 64
 MAX_MESSAGE = 2000
+# No frame of this protocol needs more; larger ones are refused before parsing (uvicorn alone
+# would accept up to 16 MiB, --ws-max-size).
+MAX_FRAME_CHARS = 64 * 1024
 
 PAGE = (Path(__file__).parent / "index.html").read_text(encoding="utf-8")
 
@@ -129,6 +132,9 @@ class ChatConnection:
             self.handle_text(raw or "")
 
     def handle_text(self, raw: str) -> None:
+        if len(raw) > MAX_FRAME_CHARS:
+            send_error(self.conn_id, "frame_too_large", f"frames are limited to {MAX_FRAME_CHARS} characters")
+            return
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError):  # RecursionError: nested too deeply

@@ -174,3 +174,30 @@ def test_guide_errors_section_deep_nesting_closes_1002(serve: Any) -> None:
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
     assert "Traceback" not in server.log()
+
+
+def test_zenith_and_velithon_refuse_oversized_frames_before_parsing(serve: Any) -> None:
+    zenith = serve("examples.zenith_chat.app:app")
+    velithon = serve("examples.velithon_chat.app:app")
+    huge = json.dumps({"type": "message", "message": "x" * (1024 * 1024), "content": "y"})
+
+    async def scenario() -> None:
+        async with websockets.connect(f"{zenith.ws_url}/ws/chat/general", open_timeout=10,
+                                      max_size=None) as ws:
+            await ws.send(huge)
+            event = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert (event["type"], event["error"]) == ("error", "frame_too_large")
+            await ws.send(json.dumps({"type": "join", "username": "after"}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "error"
+        async with httpx.AsyncClient(base_url=velithon.url) as http:
+            tok = (await http.post("/api/token", json={"username": "big"})).json()["token"]
+        async with websockets.connect(f"{velithon.ws_url}/ws/big/big?token={tok}",
+                                      open_timeout=10, max_size=None) as ws:
+            await ws.send(huge)
+            for _ in range(100):
+                event = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if event.get("message_type") == "error":
+                    break
+            assert event["error"] == "frame_too_large"
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
