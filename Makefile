@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: help venv install run test test-rust test-python test-redis redis-server test-examples test-c test-node lib install-lib test-install \
-        header header-check lint fmt stress-quick loom bench bench-rust bench-python stress examples clean
+        header header-check lint fmt stress-quick loom soak soak-quick bench bench-rust bench-python stress examples clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -58,6 +58,12 @@ redis-server: ## Install redis-server when missing (Debian package)
 test-redis: redis-server install ## Core and Python suites on a private redis-server (free port, stopped by PID)
 	tests/with-redis.sh $(CARGO) test -p hornbeam-core
 	tests/with-redis.sh bash -c 'HORNBEAM_URL=$$HORNBEAM_TEST_REDIS_URL $(PYTEST) python-bindings/tests'
+
+soak: install ## Soak the WebSocket chat: 1,000 clients for 2 minutes (RSS flat, no loss, no fd leak)
+	$(PY) tests/soak/soak_chat.py
+
+soak-quick: install ## The soak test in short (100 clients, 15 s): CI's version of `make soak`
+	$(PY) tests/soak/soak_chat.py --quick
 
 stress: ## Long concurrency stress tests (ignored by default)
 	$(CARGO) test --release --workspace --exclude hornbeam-python -- --ignored --test-threads 1
