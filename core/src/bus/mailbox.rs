@@ -1,5 +1,6 @@
 //! Mailboxes: the bounded queues that subscriptions deliver into.
 
+use std::collections::HashSet;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -228,7 +229,8 @@ impl Held {
 pub struct Mailbox {
     pub(crate) shared: Arc<Shared>,
     bus: Arc<BusInner>,
-    subs: Mutex<Vec<Box<str>>>,
+    /// The mailbox's topics and patterns (a set: subscribing costs the same at 1 or 100,000).
+    subs: Mutex<HashSet<Box<str>>>,
     held: Held,
 }
 
@@ -246,7 +248,7 @@ impl Mailbox {
         Mailbox {
             shared,
             bus,
-            subs: Mutex::new(Vec::new()),
+            subs: Mutex::new(HashSet::new()),
             held: Held::default(),
         }
     }
@@ -266,7 +268,7 @@ impl Mailbox {
         // mailbox's lock: it may wait up to the backend's timeout).
         BusInner::ensure_remote(&self.bus)?;
         let mut subs = self.subs.lock();
-        if subs.iter().any(|s| &**s == pattern) {
+        if subs.contains(pattern) {
             return Ok(false);
         }
         if subs.len() >= self.bus.limits.max_subscriptions_per_mailbox {
@@ -275,17 +277,16 @@ impl Mailbox {
             });
         }
         self.bus.add(pattern, &self.shared);
-        subs.push(pattern.into());
+        subs.insert(pattern.into());
         Ok(true)
     }
 
     /// Unsubscribes from a topic or pattern. Returns false when it was not subscribed.
     pub fn unsubscribe(&self, pattern: &str) -> Result<bool> {
         let mut subs = self.subs.lock();
-        let Some(i) = subs.iter().position(|s| &**s == pattern) else {
+        if !subs.remove(pattern) {
             return Ok(false);
-        };
-        subs.swap_remove(i);
+        }
         self.bus.remove(pattern, self.shared.id);
         Ok(true)
     }
@@ -452,7 +453,7 @@ impl Mailbox {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let subs = std::mem::take(&mut *self.subs.lock());
+        let subs: Vec<Box<str>> = std::mem::take(&mut *self.subs.lock()).into_iter().collect();
         self.bus.remove_all(&subs, self.shared.id);
         // Discard what is queued (bounded by the capacity), then wake a blocked receiver.
         for _ in 0..=self.shared.tx.capacity().unwrap_or(0) {
