@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import re
@@ -40,6 +39,9 @@ import time
 from array import array
 from pathlib import Path
 from typing import Any, Callable, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _wsclient import WsClient, free_port, percentile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -90,13 +92,6 @@ def __getattr__(name: str) -> Any:
 
 # -------------------------------------------------------------------------------------- server
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Server:
     """uvicorn in its own session, stopped by PID."""
 
@@ -136,87 +131,22 @@ class Server:
 
 # -------------------------------------------------------------------------------------- client
 
-class Client(asyncio.Protocol):
-    """A minimal WebSocket client: handshake, unfragmented frames, ping answers."""
+class Client(WsClient):
+    """A load client that hands each text frame to the benchmark's `on_text(client, payload)`."""
 
     def __init__(self, idx: int, host: str, path: str, on_text: Callable[["Client", bytes], None]):
-        self.idx = idx
-        self.on_text = on_text
-        self.request = (
-            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n").encode()
-        self.buf = bytearray()
-        self.handshaken = False
-        loop = asyncio.get_running_loop()
-        self.opened: asyncio.Future[None] = loop.create_future()
-        self.ready: asyncio.Future[None] = loop.create_future()
-        self.transport: Optional[asyncio.Transport] = None
+        super().__init__(idx, host, path)
+        self.handler = on_text
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.keys: set[str] = set()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
+    def on_text(self, payload: bytes) -> None:
+        self.handler(self, payload)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         for fut in (self.opened, self.ready):
             if not fut.done():
                 fut.cancel()
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if not self.handshaken:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not self.buf.startswith(b"HTTP/1.1 101"):
-                self.opened.set_exception(ConnectionError(bytes(self.buf[:end]).decode(errors="replace")))
-                return
-            del self.buf[:end + 4]
-            self.handshaken = True
-            self.opened.set_result(None)
-        buf, pos, size = self.buf, 0, len(self.buf)
-        while size - pos >= 2:
-            opcode, length, start = buf[pos] & 0x0F, buf[pos + 1] & 0x7F, pos + 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length, start = int.from_bytes(buf[pos + 2:pos + 4], "big"), pos + 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length, start = int.from_bytes(buf[pos + 2:pos + 10], "big"), pos + 10
-            if size < start + length:
-                break
-            payload = bytes(buf[start:start + length])
-            pos = start + length
-            if opcode == 1:
-                self.on_text(self, payload)
-            elif opcode == 9:
-                self.send_frame(0xA, payload)
-            elif opcode == 8 and self.transport is not None:
-                self.transport.close()
-        del buf[:pos]
-
-    def send_frame(self, opcode: int, payload: bytes) -> None:
-        n = len(payload)
-        if n < 126:
-            header = bytes((0x80 | opcode, 0x80 | n))
-        elif n < 65536:
-            header = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-        else:
-            header = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-        # An all-zero masking key leaves the payload as is: no XOR pass in Python.
-        assert self.transport is not None
-        self.transport.write(header + b"\0\0\0\0" + payload)
-
-    def send_text(self, text: str) -> None:
-        self.send_frame(1, text.encode())
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
 
 
 async def connect_all(port: int, n: int, path: str,
@@ -231,13 +161,6 @@ async def connect_all(port: int, n: int, path: str,
         clients.append(client)
     await asyncio.wait_for(asyncio.gather(*(c.opened for c in clients)), 60)
     return clients
-
-
-def percentile(values: "array[int]", q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))]) / 1e6
 
 
 # ------------------------------------------------------------------------------------- fan-out

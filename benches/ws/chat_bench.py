@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import functools
 import json
 import os
@@ -42,6 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _wsclient import WsClient, free_port, percentile  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
@@ -56,12 +58,6 @@ PHASES = ("paced", "max")
 
 
 # ---------------------------------------------------------------------------------------- server
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Server:
     def __init__(self, app: str, extra: list[str]):
@@ -120,79 +116,18 @@ class Bench:
         self.frames = 0
 
 
-class ChatClient(asyncio.Protocol):
-    """A minimal WebSocket client: handshake, unfragmented frames, ping answers."""
+class ChatClient(WsClient):
+    """A load client of the chat protocol: records deliveries and latencies in the `Bench`."""
 
     def __init__(self, bench: Bench, idx: int, host: str, path: str):
+        super().__init__(idx, host, path)
         self.bench = bench
-        self.idx = idx
-        self.request = (
-            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n").encode()
-        self.buf = bytearray()
-        self.handshaken = False
-        loop = asyncio.get_running_loop()
-        self.opened = loop.create_future()
-        self.joined = loop.create_future()
-        self.transport: Optional[asyncio.Transport] = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
+        self.joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         for fut in (self.opened, self.joined):
             if not fut.done():
                 fut.set_exception(ConnectionError(f"client {self.idx} lost its connection"))
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if not self.handshaken:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not self.buf.startswith(b"HTTP/1.1 101"):
-                self.opened.set_exception(ConnectionError(bytes(self.buf[:end]).decode(errors="replace")))
-                return
-            del self.buf[:end + 4]
-            self.handshaken = True
-            self.opened.set_result(None)
-        buf, pos, size = self.buf, 0, len(self.buf)
-        while size - pos >= 2:
-            opcode, length, start = buf[pos] & 0x0F, buf[pos + 1] & 0x7F, pos + 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length, start = int.from_bytes(buf[pos + 2:pos + 4], "big"), pos + 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length, start = int.from_bytes(buf[pos + 2:pos + 10], "big"), pos + 10
-            if size < start + length:
-                break
-            payload = bytes(buf[start:start + length])
-            pos = start + length
-            if opcode == 1:
-                self.on_text(payload)
-            elif opcode == 9:
-                self.send_frame(0xA, payload)
-            elif opcode == 8 and self.transport is not None:
-                self.transport.close()
-        del buf[:pos]
-
-    def send_frame(self, opcode: int, payload: bytes) -> None:
-        n = len(payload)
-        if n < 126:
-            header = bytes((0x80 | opcode, 0x80 | n))
-        elif n < 65536:
-            header = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
-        else:
-            header = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
-        # An all-zero masking key is a valid key that leaves the payload as is: no XOR pass in Python.
-        assert self.transport is not None
-        self.transport.write(header + b"\0\0\0\0" + payload)
 
     def send_json(self, data: dict[str, Any]) -> None:
         self.send_frame(1, json.dumps(data).encode())
@@ -222,13 +157,6 @@ class ChatClient(asyncio.Protocol):
 
 
 # ------------------------------------------------------------------------------------------- run
-
-def percentile(values: array, q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
-
 
 async def wait_quiet(bench: Bench, quiet: float = 0.5, limit: float = 20.0) -> None:
     """Wait until no frame has arrived for `quiet` seconds (join notices settle), at most `limit`."""
