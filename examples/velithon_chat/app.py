@@ -34,7 +34,6 @@ Run alone: ``uvicorn examples.velithon_chat.app:app`` and open http://127.0.0.1:
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import logging
@@ -44,7 +43,7 @@ import threading
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Optional
+from typing import Any, AsyncIterator, Optional
 from urllib.parse import quote, unquote
 
 import hornbeam_erlang as hb
@@ -52,10 +51,11 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Web
 from fastapi.responses import HTMLResponse
 from hornbeam_channels import OriginGuard
 from pydantic import BaseModel, Field, field_validator
-from starlette.websockets import WebSocketDisconnect
 
 from . import history
 from .auth import signer_from_env
+
+from examples._tasks import EXPECTED_ENDINGS, run_until_first_ends
 
 log = logging.getLogger("velithon_chat")
 
@@ -343,25 +343,6 @@ class ChatConnection:
             await self.websocket.send_text(envelope["text"])
 
 
-# How a connection normally ends: the client left (uvicorn's ClientDisconnected is an
-# OSError) or the mailbox was closed by the cleanup.
-_EXPECTED_ENDINGS = (WebSocketDisconnect, OSError, hb.MailboxClosed)
-
-
-async def run_until_first_ends(*coros: Awaitable[None]) -> None:
-    """Runs the coroutines as tasks until one ends, then cancels and awaits the others."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception) and not isinstance(result, _EXPECTED_ENDINGS):
-                log.error("chat connection task failed", exc_info=result)
-
-
 @app.websocket("/ws/{room}/{username}")
 async def websocket_endpoint(websocket: WebSocket, room: str, username: str,
                              token: Optional[str] = None) -> None:
@@ -389,7 +370,7 @@ async def websocket_endpoint(websocket: WebSocket, room: str, username: str,
                 {"username": username, "message_type": "user_joined", "timestamp": now_iso()},
                 exclude=username))
         await run_until_first_ends(conn.read_socket(), conn.write_socket())
-    except _EXPECTED_ENDINGS:
+    except EXPECTED_ENDINGS:
         pass
     finally:
         conn.leave()

@@ -26,20 +26,20 @@ Run alone: ``uvicorn examples.zenith_chat.app:app`` and open http://127.0.0.1:80
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Optional
+from typing import Any, Optional
 from urllib.parse import quote, unquote
 
 import hornbeam_erlang as hb
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse
 from hornbeam_channels import OriginGuard
-from starlette.websockets import WebSocketDisconnect
+
+from examples._tasks import run_until_first_ends
 
 log = logging.getLogger("zenith_chat")
 
@@ -221,25 +221,6 @@ class ChatConnection:
                 "message": f"{self.username} left the room",
             })
             self.username = None
-
-
-# How a connection normally ends: the client left (uvicorn's ClientDisconnected is an
-# OSError) or the mailbox was closed by the cleanup.
-_EXPECTED_ENDINGS = (WebSocketDisconnect, OSError, hb.MailboxClosed)
-
-
-async def run_until_first_ends(*coros: Awaitable[None]) -> None:
-    """Runs the coroutines as tasks until one ends, then cancels and awaits the others."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception) and not isinstance(result, _EXPECTED_ENDINGS):
-                log.error("chat connection task failed", exc_info=result)
 
 
 @app.websocket("/ws/chat/{room_id}")
