@@ -31,9 +31,6 @@ import asyncio
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
 from array import array
@@ -41,9 +38,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _wsclient import WsClient, free_port, percentile  # noqa: E402
+from _wsclient import Server, WsClient, percentile  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 CHANNEL_PATH = "/channels/websocket?vsn=2.0.0"
 PLAIN_PATH = "/ws/benchroom"
@@ -91,43 +87,6 @@ def __getattr__(name: str) -> Any:
 
 
 # -------------------------------------------------------------------------------------- server
-
-class Server:
-    """uvicorn in its own session, stopped by PID."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "channels_bench:app", "--app-dir", str(HERE),
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            cwd=ROOT, env=env, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {self.proc.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise TimeoutError("uvicorn did not start") from None
-                time.sleep(0.05)
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-
 
 # -------------------------------------------------------------------------------------- client
 
@@ -326,7 +285,7 @@ def main() -> None:
         args.seconds = 3.0
 
     async def everything() -> dict[str, Any]:
-        server = Server()
+        server = Server(["channels_bench:app", "--app-dir", str(HERE)])
         try:
             fan = [await run_fanout(server, "channels (hornbeam_channels)", args, channels=True),
                    await run_fanout(server, "plain WebSocket chat (seed 000)", args, channels=False)]

@@ -30,10 +30,7 @@ import functools
 import json
 import os
 import re
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from array import array
@@ -42,9 +39,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _wsclient import WsClient, free_port, percentile  # noqa: E402
+from _wsclient import Server, WsClient, percentile  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 APPS = {
@@ -58,41 +54,6 @@ PHASES = ("paced", "max")
 
 
 # ---------------------------------------------------------------------------------------- server
-
-class Server:
-    def __init__(self, app: str, extra: list[str]):
-        self.port = free_port()
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "warning", *extra],
-            cwd=ROOT, env=env, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"uvicorn for {app} exited with {self.proc.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise TimeoutError(f"uvicorn for {app} did not start")
-                time.sleep(0.05)
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-
 
 # ---------------------------------------------------------------------------------------- client
 
@@ -176,7 +137,7 @@ async def wait_delivered(bench: Bench, stats: PhaseStats, n: int, grace: float =
 
 
 async def run_app(name: str, app: str, extra: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
-    server = Server(app, extra)
+    server = Server([app, *extra])
     try:
         loop = asyncio.get_running_loop()
         bench = Bench(args.clients)
