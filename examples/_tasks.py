@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable
+from typing import AsyncIterator, Awaitable
 
 import hornbeam_erlang as hb
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 log = logging.getLogger(__name__)
 
@@ -29,3 +29,16 @@ async def run_until_first_ends(*coros: Awaitable[None]) -> None:
         for result in results:
             if isinstance(result, Exception) and not isinstance(result, EXPECTED_ENDINGS):
                 log.error("chat connection task failed", exc_info=result)
+
+
+async def text_frames(websocket: WebSocket) -> AsyncIterator[str]:
+    """The client's frames as text until it goes away (binary frames decoded as UTF-8, with
+    replacement characters for what is not)."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        raw = message.get("text")
+        if raw is None and message.get("bytes") is not None:
+            raw = message["bytes"].decode("utf-8", errors="replace")
+        yield raw or ""

@@ -55,7 +55,7 @@ from pydantic import BaseModel, Field, field_validator
 from . import history
 from .auth import signer_from_env
 
-from examples._tasks import EXPECTED_ENDINGS, run_until_first_ends
+from examples._tasks import EXPECTED_ENDINGS, run_until_first_ends, text_frames
 
 log = logging.getLogger("velithon_chat")
 
@@ -249,14 +249,8 @@ class ChatConnection:
             await self.websocket.send_text(json.dumps(message))
 
     async def read_socket(self) -> None:
-        while True:
-            message = await self.websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            raw = message.get("text")
-            if raw is None and message.get("bytes") is not None:
-                raw = message["bytes"].decode("utf-8", errors="replace")
-            self.handle_text(raw or "")
+        async for raw in text_frames(self.websocket):
+            self.handle_text(raw)
 
     def handle_text(self, raw: str) -> None:
         if len(raw) > MAX_FRAME_CHARS:

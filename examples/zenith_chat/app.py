@@ -39,7 +39,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse
 from hornbeam_channels import OriginGuard
 
-from examples._tasks import run_until_first_ends
+from examples._tasks import run_until_first_ends, text_frames
 
 log = logging.getLogger("zenith_chat")
 
@@ -122,14 +122,8 @@ class ChatConnection:
 
     async def read_socket(self) -> None:
         """Handles client frames until the client goes away."""
-        while True:
-            message = await self.websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            raw = message.get("text")
-            if raw is None and message.get("bytes") is not None:
-                raw = message["bytes"].decode("utf-8", errors="replace")
-            self.handle_text(raw or "")
+        async for raw in text_frames(self.websocket):
+            self.handle_text(raw)
 
     def handle_text(self, raw: str) -> None:
         if len(raw) > MAX_FRAME_CHARS:
