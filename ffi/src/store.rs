@@ -127,13 +127,9 @@ pub unsafe extern "C" fn hb_set(
 ) -> HbStatus {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
-        let (e, key, value) = unsafe {
-            (
-                HbEngine::from_ptr(engine, "engine")?,
-                text(key, key_len, "key")?,
-                bytes(value, value_len, "value")?,
-            )
-        };
+        let (e, key) = unsafe { engine_key(engine, key, key_len) }?;
+        // SAFETY: forwarded from this function's contract.
+        let value = unsafe { bytes(value, value_len, "value") }?;
         e.0.store()
             .set_msgpack(key, value, ttl(ttl_ms))
             .map_err(from_error)
@@ -205,13 +201,9 @@ pub unsafe extern "C" fn hb_set_str(
 ) -> HbStatus {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
-        let (e, key, value) = unsafe {
-            (
-                HbEngine::from_ptr(engine, "engine")?,
-                text(key, key_len, "key")?,
-                text(value, value_len, "value")?,
-            )
-        };
+        let (e, key) = unsafe { engine_key(engine, key, key_len) }?;
+        // SAFETY: forwarded from this function's contract.
+        let value = unsafe { text(value, value_len, "value") }?;
         let v = Value::encode(value).map_err(from_error)?;
         e.0.store().set(key, v, ttl(ttl_ms)).map_err(from_error)
     })
