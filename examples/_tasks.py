@@ -9,11 +9,13 @@ from typing import AsyncIterator, Awaitable
 import hornbeam_erlang as hb
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from examples._outbox import SlowConsumer
+
 log = logging.getLogger(__name__)
 
 # How a connection normally ends: the client left (uvicorn's ClientDisconnected is an
-# OSError) or the mailbox was closed by the cleanup.
-EXPECTED_ENDINGS = (WebSocketDisconnect, OSError, hb.MailboxClosed)
+# OSError), the mailbox was closed by the cleanup, or the client was dropped for not reading.
+EXPECTED_ENDINGS = (WebSocketDisconnect, OSError, hb.MailboxClosed, SlowConsumer)
 
 
 async def run_until_first_ends(*coros: Awaitable[None]) -> None:

@@ -55,6 +55,7 @@ from pydantic import BaseModel, Field, field_validator
 from . import history
 from .auth import signer_from_env
 
+from examples._outbox import Outbox
 from examples._tasks import EXPECTED_ENDINGS, run_until_first_ends, text_frames
 
 log = logging.getLogger("velithon_chat")
@@ -220,6 +221,11 @@ class ChatConnection:
         # History messages already sent on connect, which may also be in the mailbox.
         self.sent_seqs: set[int] = set()
         self.entered = False
+        # What waits for the client, bounded: a client that stops reading is dropped (1008).
+        self.outbox = Outbox(websocket.send_text, self._close, name=f"velithon connection {conn_id}")
+
+    async def _close(self, code: int, reason: str) -> None:
+        await self.websocket.close(code=code, reason=reason)
 
     def enter(self) -> bool:
         """Registers the connection; True when it is the user's first one in the room."""
@@ -231,6 +237,7 @@ class ChatConnection:
     def leave(self) -> None:
         """Closes the mailbox and removes the connection's keys; announces the user's last leave."""
         self.mailbox.close()
+        self.outbox.cancel()
         if not self.entered:
             return
         self.entered = False
@@ -246,7 +253,7 @@ class ChatConnection:
     async def send_history(self) -> None:
         for seq, message in history.recent(self.room, HISTORY_ON_CONNECT):
             self.sent_seqs.add(seq)
-            await self.websocket.send_text(json.dumps(message))
+            await self.outbox.send(json.dumps(message))
 
     async def read_socket(self) -> None:
         async for raw in text_frames(self.websocket):
@@ -321,7 +328,8 @@ class ChatConnection:
             hb.publish(user_topic(self.username), envelope)
 
     async def write_socket(self) -> None:
-        """Sends what arrives in the mailbox; the only writer of the socket once history is sent."""
+        """Sends what arrives in the mailbox through the outbox (after the history); ends
+        (`SlowConsumer`) when the client was dropped for not reading."""
         while True:
             item = await self.mailbox.recv()
             if item.lagged:
@@ -334,7 +342,7 @@ class ChatConnection:
             if seq is not None and seq in self.sent_seqs:
                 self.sent_seqs.discard(seq)
                 continue
-            await self.websocket.send_text(envelope["text"])
+            await self.outbox.send(envelope["text"])
 
 
 @app.websocket("/ws/{room}/{username}")

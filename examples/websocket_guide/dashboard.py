@@ -6,6 +6,11 @@ counts its HTTP requests and 5xx answers, and keeps the p99 of the last `LATENCY
 latencies (milliseconds) of this process. The page at ``/`` shows them live; ``/work`` and ``/fail``
 are requests to watch them move (a short random delay, and an error 500).
 
+Pushes go through a bounded outbox (``examples/_outbox.py``): a dashboard that stops reading is
+closed with 1008 once `OUTBOX_MAX_CHARS` characters of snapshots wait for it (about two minutes of
+them at the default interval), instead of holding memory. ``HORNBEAM_DASHBOARD_INTERVAL`` sets the
+push interval in seconds (default 1).
+
 Run alone: ``uvicorn examples.websocket_guide.dashboard:application`` (WebSocket at any path, e.g.
 ``/ws``; the page at ``/``).
 """
@@ -16,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import random
 import time
 from collections import deque
@@ -24,9 +30,27 @@ from typing import Any
 from hornbeam_channels import OriginGuard
 from hornbeam_erlang import state_get_multi, state_incr, state_set
 
+from examples._outbox import Outbox, SlowConsumer
+
 from ._asgi import ASGIApp, Receive, Scope, Send, handle_lifespan, render_page, respond, respond_html, respond_json, route_path
 
-PUSH_INTERVAL = 1.0
+
+
+def _push_interval() -> float:
+    text = os.environ.get("HORNBEAM_DASHBOARD_INTERVAL")
+    try:
+        value = float(text) if text else 1.0
+    except ValueError:
+        raise ValueError(f"HORNBEAM_DASHBOARD_INTERVAL must be a number, not {text!r}") from None
+    if not value > 0:
+        raise ValueError(f"HORNBEAM_DASHBOARD_INTERVAL must be positive, not {value!r}")
+    return value
+
+
+PUSH_INTERVAL = _push_interval()
+# A snapshot is about 150 characters: the bound holds roughly 100 of them. Older snapshots are
+# worthless to a dashboard, so it is far smaller than the chats' bound.
+OUTBOX_MAX_CHARS = 16 * 1024
 LATENCY_WINDOW = 1000
 METRIC_KEYS = {
     "requests": "metrics:requests",
@@ -77,15 +101,32 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
 
 
 async def push_metrics(send: Send) -> None:
+    async def send_text(text: str) -> None:
+        await send({"type": "websocket.send", "text": text})
+
+    async def close(code: int, reason: str) -> None:
+        await send({"type": "websocket.close", "code": code, "reason": reason})
+
+    outbox = Outbox(send_text, close, name="dashboard", max_chars=OUTBOX_MAX_CHARS)
     # Ticks on the loop's clock so the period does not drift by the time each push takes.
     loop = asyncio.get_running_loop()
     next_tick = loop.time()
-    with contextlib.suppress(OSError):
-        while True:
-            # Get metrics from the store
-            await send({"type": "websocket.send", "text": json.dumps(read_metrics())})
-            next_tick += PUSH_INTERVAL
-            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+    try:
+        with contextlib.suppress(OSError, SlowConsumer):
+            while True:
+                # Get metrics from the store
+                await outbox.send(json.dumps(read_metrics()))
+                next_tick += PUSH_INTERVAL
+                await asyncio.sleep(max(0.0, next_tick - loop.time()))
+    finally:
+        outbox.cancel()
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
 
 
 async def _application(scope: Scope, receive: Receive, send: Send) -> None:
@@ -95,14 +136,15 @@ async def _application(scope: Scope, receive: Receive, send: Send) -> None:
 
         # Start background task to push updates
         push_task = asyncio.create_task(push_metrics(send))
+        # Until the client leaves, or the pushes end (a client dropped for not reading).
+        reading = asyncio.create_task(wait_for_disconnect(receive))
 
         try:
-            while True:
-                message = await receive()
-                if message["type"] == "websocket.disconnect":
-                    break
+            await asyncio.wait([push_task, reading], return_when=asyncio.FIRST_COMPLETED)
         finally:
             push_task.cancel()
+            reading.cancel()
+            await asyncio.wait([push_task, reading])
     elif scope["type"] == "http":
         path = route_path(scope)
         if path == "/":

@@ -6,7 +6,9 @@ together (`asyncio.wait` on ``receive()`` and ``mb.recv()``), and once woken it 
 with `check_pubsub()`, which reads the same task's mailbox that `subscribe()` returned.
 
 Frames are JSON ``{"user", "text"}``; everyone in the room, the sender included, receives
-``{"type": "message", "user", "text"}``. Invalid JSON closes with 1003.
+``{"type": "message", "user", "text"}``. Invalid JSON closes with 1003. What goes to a socket
+passes through a bounded outbox (``examples/_outbox.py``): a client that stops reading is closed
+with 1008 once ``OUTBOX_MAX_CHARS`` characters wait for it, and never holds back the room.
 
 Run alone: ``uvicorn examples.websocket_guide.pubsub_chat:application`` (tester page at ``/``).
 """
@@ -21,6 +23,8 @@ from typing import Any
 from hornbeam_erlang import HornbeamError, check_pubsub, publish, subscribe, unsubscribe
 
 from hornbeam_channels import OriginGuard
+
+from examples._outbox import Outbox, SlowConsumer
 
 from ._asgi import Receive, Scope, Send, handle_lifespan, respond_html, route_path, tester_page
 
@@ -64,6 +68,13 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def handle_chat(scope: Scope, receive: Receive, send: Send, topic: str, mb: Any) -> None:
+    async def send_text(text: str) -> None:
+        await send({"type": "websocket.send", "text": text})
+
+    async def close(code: int, reason: str) -> None:
+        await send({"type": "websocket.close", "code": code, "reason": reason})
+
+    outbox = Outbox(send_text, close, name=f"guide chat {topic}")
     from_client = asyncio.ensure_future(receive())
     from_bus = asyncio.ensure_future(mb.recv())
     try:
@@ -77,9 +88,12 @@ async def handle_chat(scope: Scope, receive: Receive, send: Send, topic: str, mb
                     return
                 # Check for pub/sub messages: the one that woke us, then whatever else is queued
                 pubsub_msg = first
-                while pubsub_msg is not None:
-                    await forward(send, pubsub_msg)
-                    pubsub_msg = check_pubsub()
+                try:
+                    while pubsub_msg is not None:
+                        await forward(outbox, pubsub_msg)
+                        pubsub_msg = check_pubsub()
+                except SlowConsumer:
+                    return  # dropped by the outbox's policy (closed with 1008)
                 from_bus = asyncio.ensure_future(mb.recv())
 
             if from_client in done:
@@ -103,6 +117,7 @@ async def handle_chat(scope: Scope, receive: Receive, send: Send, topic: str, mb
         # A cancelled recv() neither consumes nor drops a message (the engine guarantees it).
         from_client.cancel()
         from_bus.cancel()
+        outbox.cancel()
 
 
 def parse(text: str) -> dict[str, Any] | None:
@@ -113,9 +128,9 @@ def parse(text: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-async def forward(send: Send, msg: Any) -> None:
+async def forward(outbox: Outbox, msg: Any) -> None:
     if msg.lagged:
         payload: Any = {"type": "lagged", "dropped": msg.lagged}
     else:
         payload = msg.message
-    await send({"type": "websocket.send", "text": json.dumps(payload)})
+    await outbox.send(json.dumps(payload))

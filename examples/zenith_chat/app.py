@@ -39,6 +39,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse
 from hornbeam_channels import OriginGuard
 
+from examples._outbox import Outbox
 from examples._tasks import run_until_first_ends, text_frames
 
 log = logging.getLogger("zenith_chat")
@@ -119,6 +120,11 @@ class ChatConnection:
         self.mailbox = mailbox
         self.conn_id = conn_id
         self.username: Optional[str] = None
+        # What waits for the client, bounded: a client that stops reading is dropped (1008).
+        self.outbox = Outbox(websocket.send_text, self._close, name=f"zenith connection {conn_id}")
+
+    async def _close(self, code: int, reason: str) -> None:
+        await self.websocket.close(code=code, reason=reason)
 
     async def read_socket(self) -> None:
         """Handles client frames until the client goes away."""
@@ -196,13 +202,17 @@ class ChatConnection:
         })
 
     async def write_socket(self) -> None:
-        """Sends what arrives in the mailbox; the only writer of the socket after accept."""
-        while True:
-            item = await self.mailbox.recv()
-            if item.lagged:
-                log.warning("connection %s fell behind: %d events dropped", self.conn_id, item.lagged)
-                continue
-            await self.websocket.send_text(item.message["text"])
+        """Sends what arrives in the mailbox through the outbox; the only writer of the socket
+        after accept. Ends (`SlowConsumer`) when the client was dropped for not reading."""
+        try:
+            while True:
+                item = await self.mailbox.recv()
+                if item.lagged:
+                    log.warning("connection %s fell behind: %d events dropped", self.conn_id, item.lagged)
+                    continue
+                await self.outbox.send(item.message["text"])
+        finally:
+            self.outbox.cancel()
 
     def leave(self) -> None:
         """Removes the connection's key and tells the room; safe to call however the socket ended."""
