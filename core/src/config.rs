@@ -28,12 +28,15 @@ impl Default for Limits {
 }
 
 /// Bounds of a mailbox: it never holds more than `capacity` messages nor more than `max_bytes`
-/// bytes of payload. A message that does not fit is dropped and counted (see the bus docs).
+/// bytes (topic plus payload). A message that does not fit is dropped and counted (see the bus
+/// docs). Two exceptions, both checked by `fuzz/mailbox_model`: a message larger than `max_bytes`
+/// is still accepted by an empty mailbox (so it is never undeliverable), and the message that
+/// waits behind a lag notice being received has left the queue and no longer counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MailboxConfig {
     /// Most messages held (default 1024).
     pub capacity: usize,
-    /// Most payload bytes held (default 8 MiB, as Redis' soft pub/sub output limit).
+    /// Most bytes held, topics and payloads (default 8 MiB, as Redis' soft pub/sub output limit).
     pub max_bytes: usize,
 }
 

@@ -319,6 +319,13 @@ mod tests {
             .chain([0xc0])
             .collect();
         assert!(validate(&deep).unwrap_err().contains("nested"));
+        // The limit itself (found by fuzz/msgpack_value): a scalar at depth MAX_DEPTH is fine,
+        // one level more is not.
+        let at = |levels: usize| -> Vec<u8> {
+            std::iter::repeat_n(0x91, levels).chain([0x00]).collect()
+        };
+        assert!(validate(&at(MAX_DEPTH)).is_ok());
+        assert!(validate(&at(MAX_DEPTH + 1)).is_err());
     }
 
     #[test]

@@ -149,6 +149,31 @@ fn byte_bound_holds() {
     assert_eq!(engine.bus().publish("t", vec![0u8; 99]).unwrap(), 1);
 }
 
+/// Found by `fuzz/mailbox_model`: small messages (which skip the byte check while only small
+/// ones are queued) must not pile up behind a large one past the byte bound.
+#[test]
+fn small_messages_behind_a_large_one_keep_the_byte_bound() {
+    let engine = Engine::new(Config::default());
+    let mb = engine.bus().mailbox_with(MailboxConfig {
+        capacity: 4,
+        max_bytes: 100,
+    });
+    mb.subscribe("t").unwrap();
+    // Oversized, into an empty mailbox: accepted.
+    assert_eq!(engine.bus().publish("t", vec![0u8; 199]).unwrap(), 1);
+    for _ in 0..3 {
+        assert_eq!(engine.bus().publish("t", vec![0u8; 9]).unwrap(), 0);
+    }
+    let got = mb.drain();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[1], Err(RecvError::Lagged(3)));
+    // Once the large one is gone, small ones fit again, up to the capacity.
+    for _ in 0..4 {
+        assert_eq!(engine.bus().publish("t", vec![0u8; 9]).unwrap(), 1);
+    }
+    assert_eq!(mb.len(), 4);
+}
+
 #[test]
 fn payload_is_shared_not_copied() {
     let engine = Engine::new(Config::default());

@@ -88,11 +88,12 @@ impl Shared {
     #[inline]
     pub(crate) fn push(&self, msg: &Message) -> bool {
         let len = msg.size();
-        // Messages of at most `small` bytes cannot break the byte bound: `capacity` of them fit
-        // in `max_bytes`. Only larger ones are counted (two counters, touched by them alone), so
-        // the common small message costs no extra atomic write.
+        // Messages of at most `small` bytes alone cannot break the byte bound: `capacity` of them
+        // fit in `max_bytes`. Only larger ones are counted (two counters, written by them alone),
+        // so the common small message costs no extra atomic write; it is checked against the
+        // bound only while large messages are queued (found by fuzz/mailbox_model).
         let large = len > self.small;
-        if large && !self.room_for_large(len) {
+        if (large || self.large_queued()) && !self.room_for(len) {
             self.dropped.fetch_add(1, Ordering::AcqRel);
             return false;
         }
@@ -125,10 +126,18 @@ impl Shared {
         }
     }
 
-    /// Whether a large message of `len` bytes fits: the large messages queued, plus `small` for
-    /// each small one queued, plus this one, within `max_bytes`. An oversized message still fits
-    /// in an empty mailbox, so it is never undeliverable.
-    fn room_for_large(&self, len: usize) -> bool {
+    /// Whether large messages may be queued, as far as this publisher last saw (a stale view
+    /// says yes; [`Shared::room_for`] then reads the consumer's counters again).
+    #[inline]
+    fn large_queued(&self) -> bool {
+        self.publisher.pushed.load(Ordering::Relaxed)
+            != self.publisher.popped_seen.load(Ordering::Relaxed)
+    }
+
+    /// Whether a message of `len` bytes fits: the large messages queued, plus `small` for each
+    /// small one queued, plus this one, within `max_bytes`. An oversized message still fits in
+    /// an empty mailbox, so it is never undeliverable.
+    fn room_for(&self, len: usize) -> bool {
         let fits = |popped: usize, popped_n: usize| {
             let used = self
                 .publisher

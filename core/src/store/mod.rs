@@ -510,7 +510,7 @@ impl Store {
     }
 
     /// Reclaims expired keys now; returns how many were removed. The reaper thread calls this on
-    /// its own; tests with a manual clock call it directly. On Redis (which reclaims expired
+    /// its own; a store on a manual clock has no reaper thread, so its owner calls this. On Redis (which reclaims expired
     /// values itself) this drops the key index's entries of expired keys.
     pub fn reap_expired(&self) -> usize {
         if let Some(r) = &self.remote {
@@ -520,6 +520,10 @@ impl Store {
     }
 
     fn start_reaper(&self) {
+        // A manual clock moves only when its owner says so: its owner reaps (`reap_expired`).
+        if matches!(self.inner.clock, Clock::Manual(_)) {
+            return;
+        }
         if self.inner.reaper_started.load(Ordering::Relaxed)
             || self.inner.reaper_started.swap(true, Ordering::AcqRel)
         {

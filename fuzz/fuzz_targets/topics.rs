@@ -1,0 +1,4 @@
+//! cargo-fuzz target: see [`hornbeam_fuzz::topics`] for what it checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hornbeam_fuzz::topics::check(data));
