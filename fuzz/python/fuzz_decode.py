@@ -42,14 +42,33 @@ Run through ``fuzz/python/run.py``; ``check_raw`` and ``check_structured`` are i
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import os
 import struct
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
-import msgpack
-import msgpack.fallback
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _deep(func: F) -> F:
+    """Runs ``func`` with room for the oracle's recursion (a few Python frames per level, on
+    values up to 513 levels deep)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any) -> Any:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 20000))
+        try:
+            return func(*args)
+        finally:
+            sys.setrecursionlimit(limit)
+
+    return wrapper  # type: ignore[return-value]
+
+import msgpack  # type: ignore[import-untyped]
+import msgpack.fallback  # type: ignore[import-untyped]
 
 import hornbeam_erlang as hb
 
@@ -126,7 +145,7 @@ class CApi:
         get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
         get_pointer.restype = ctypes.c_void_p
         get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-        ptr = get_pointer(hb._native._C_API, b"hornbeam_erlang._native._C_API")
+        ptr = get_pointer(getattr(hb, "_native")._C_API, b"hornbeam_erlang._native._C_API")
         if not ptr:
             raise RuntimeError("no _C_API capsule")
         self.api = _HbApi.from_address(ptr)
@@ -230,11 +249,11 @@ _OPTS: dict[str, Any] = dict(raw=False, strict_map_key=False, use_list=True,
 
 def _unpack_fallback(data: bytes) -> Any:
     saved = msgpack.fallback.Timestamp
-    msgpack.fallback.Timestamp = _RawTimestamp  # type: ignore[misc,assignment]
+    msgpack.fallback.Timestamp = _RawTimestamp
     try:
         return msgpack.fallback.unpackb(data, timestamp=0, **_OPTS)
     finally:
-        msgpack.fallback.Timestamp = saved  # type: ignore[misc]
+        msgpack.fallback.Timestamp = saved
 
 
 def _too_deep(tree: Any, depth: int = 0) -> bool:
@@ -326,6 +345,7 @@ def _sentinel_kept(why: str) -> None:
         raise Mismatch(f"{why}: hb_get of the old value gave status {st}, {raw!r}")
 
 
+@_deep
 def check_raw(data: bytes) -> None:
     """Stores ``data`` with ``hb_set`` and checks what Python and C read back against
     :func:`reference`. Raises :class:`Mismatch` (or lets an unexpected exception through)."""
@@ -508,6 +528,7 @@ def _gen(fdp: Any, depth: int, budget: list[int]) -> Any:
     return inner
 
 
+@_deep
 def check_value(v: Any) -> None:
     """``state_set(v)`` then ``state_get`` gives the value back, or ``state_set`` raises the
     documented error and keeps the old value; the stored bytes are what msgpack reads as it."""
@@ -544,7 +565,7 @@ def check_value(v: Any) -> None:
 
 def check_structured(data: bytes) -> None:
     """Builds a value from ``data`` with ``FuzzedDataProvider`` and runs :func:`check_value`."""
-    import atheris
+    import atheris  # type: ignore[import-untyped]
 
     fdp = atheris.FuzzedDataProvider(data)
     check_value(_gen(fdp, 0, [40]))
@@ -552,23 +573,19 @@ def check_structured(data: bytes) -> None:
 
 def check(data: bytes) -> None:
     """The fuzz property for one input: ``S`` + bytes is structured, anything else raw."""
-    limit = sys.getrecursionlimit()
-    # The oracle recurses a few Python frames per level of values 512 levels deep.
-    sys.setrecursionlimit(max(limit, 20000))
-    try:
-        if data[:1] == b"S":
-            check_structured(data[1:])
-        else:
-            check_raw(data)
-    finally:
-        sys.setrecursionlimit(limit)
+    if data[:1] == b"S":
+        check_structured(data[1:])
+    else:
+        check_raw(data)
 
 
 def main(argv: list[str]) -> None:
     import atheris
 
+    from instrument import instrument
+
     capi()
-    atheris.instrument_all()
+    print(f"INFO: instrumented {instrument(('msgpack', '__main__'))} functions")
     atheris.Setup(argv, check)
     atheris.Fuzz()
 

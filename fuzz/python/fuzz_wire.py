@@ -44,7 +44,8 @@ import sys
 from typing import Any, Optional
 
 import hornbeam_channels
-from hornbeam_channels import _connection, _wire
+import hornbeam_erlang as hb
+from hornbeam_channels import _wire
 from hornbeam_channels._connection import Connection, Options
 
 MAX_MESSAGES = 8
@@ -106,8 +107,9 @@ class _Errors(logging.Handler):
         message = record.getMessage()
         if message.startswith("handler of 'boom' on topic"):
             return
-        self.records.append(message + ("" if record.exc_info is None else
-                                       f" ({record.exc_info[0].__name__}: {record.exc_info[1]})"))
+        if record.exc_info is not None:
+            message += f" ({record.exc_info[1]!r})"
+        self.records.append(message)
 
 
 # ---- the reference ---------------------------------------------------------------------------------
@@ -239,7 +241,7 @@ async def _converse(query: bytes, limit: int, messages: list[tuple[str, Any]]
 
     conn = Connection({"type": "websocket", "query_string": query}, receive, send,
                       Options(heartbeat_timeout=None, max_frame_bytes=limit, on_connect=None))
-    conn.mailbox = _connection.hb.Mailbox()
+    conn.mailbox = hb.Mailbox()
     conn.mailbox.subscribe(_wire.session_bus(conn.session_id))
     try:
         await conn._read_loop()
@@ -331,10 +333,12 @@ def _track_joins(joined: set[str], sent: list[Any]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    import atheris
+    import atheris  # type: ignore[import-untyped]
+
+    from instrument import instrument
 
     setup()
-    atheris.instrument_all()
+    print(f"INFO: instrumented {instrument(('hornbeam_channels', '__main__'))} functions")
     atheris.Setup(argv, check)
     atheris.Fuzz()
 

@@ -60,7 +60,31 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_loads = json.JSONDecoder(parse_constant=_reject_constant).decode
+_INF = float("inf")
+
+
+def _finite_float(text: str) -> float:
+    # `1e400` reads as infinity, which would go back out as `Infinity`, like the tokens above.
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise ValueError(f"{text} overflows a double")
+    return value
+
+
+_loads = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _unpaired_surrogate(frame: Any) -> bool:
+    # A `\ud800` escape alone decodes to a str that is not valid Unicode: it could neither be
+    # sent back (UTF-8) nor stored or published, so the frame is refused as a whole.
+    try:
+        _dumps(frame).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 _MALFORMED = "malformed frame: expected a JSON array [join_ref, ref, topic, event, payload]"
 
 
@@ -389,11 +413,15 @@ class Connection:
             return
         try:
             frame = _loads(text)
+            unpaired = "\\u" in text and _unpaired_surrogate(frame)
         except RecursionError:
             await self.control_error(_MALFORMED + " (nested too deeply)")
             return
         except ValueError:
             await self.control_error(_MALFORMED + " (invalid JSON)")
+            return
+        if unpaired:
+            await self.control_error(_MALFORMED + " (unpaired surrogate in a string)")
             return
         if not isinstance(frame, list) or len(frame) != 5:
             await self.control_error(_MALFORMED)
