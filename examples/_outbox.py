@@ -90,17 +90,22 @@ class Outbox:
         self.queued = 0  # characters waiting, the one in flight included
         self._queue: collections.deque[str] = collections.deque()
         self._writer: Optional[asyncio.Task[None]] = None
-        self._failed: Optional[BaseException] = None
+        # Why the writer stopped when the client went away: the next send raises it. Kept as text,
+        # not as the exception, whose traceback would tie this outbox into a reference cycle.
+        self._gone: Optional[str] = None
         self.dropped = False
 
     async def send(self, text: str) -> None:
         """Sends ``text`` after what is already waiting; never waits for the client.
 
-        Raises what the send raised when the client is gone, and `SlowConsumer` once the client
-        was disconnected for letting more than ``max_chars`` characters pile up.
+        Raises what the send raised when the client is gone (or `ConnectionResetError` when the
+        writer task found it gone), and `SlowConsumer` once the client was disconnected for
+        letting more than ``max_chars`` characters pile up.
         """
-        if self._failed is not None:
-            raise self._failed
+        if self.dropped:
+            raise SlowConsumer(self.name)
+        if self._gone is not None:
+            raise ConnectionResetError(self._gone)
         if self._writer is None:
             # Nothing in flight: send now, in this task, unless the transport makes it wait.
             coro = self._send_text(text)
@@ -124,7 +129,6 @@ class Outbox:
         self.dropped = True
         log.warning("client %s is not reading (%d characters queued): disconnecting it",
                     self.name, self.queued)
-        self._failed = SlowConsumer(self.name)
         self.cancel()
         # The close frame waits behind what the client does not read: try briefly.
         with contextlib.suppress(Exception, asyncio.TimeoutError):
@@ -147,7 +151,7 @@ class Outbox:
                 await self._send_text(text)
                 self.queued -= len(text)
         except Exception as exc:  # the client is gone: the next send raises it
-            self._failed = exc
+            self._gone = f"client {self.name} is gone: {exc!r}"
             self._queue.clear()
         finally:
             if self._writer is asyncio.current_task():

@@ -222,10 +222,10 @@ class ChatConnection:
         self.sent_seqs: set[int] = set()
         self.entered = False
         # What waits for the client, bounded: a client that stops reading is dropped (1008).
-        self.outbox = Outbox(websocket.send_text, self._close, name=f"velithon connection {conn_id}")
-
-    async def _close(self, code: int, reason: str) -> None:
-        await self.websocket.close(code=code, reason=reason)
+        # (Not bound to self: the outbox must not tie the connection into a reference cycle.)
+        self.outbox = Outbox(websocket.send_text,
+                             lambda code, reason: websocket.close(code=code, reason=reason),
+                             name=f"velithon connection {conn_id}")
 
     def enter(self) -> bool:
         """Registers the connection; True when it is the user's first one in the room."""

@@ -92,8 +92,8 @@ async def handle_chat(scope: Scope, receive: Receive, send: Send, topic: str, mb
                     while pubsub_msg is not None:
                         await forward(outbox, pubsub_msg)
                         pubsub_msg = check_pubsub()
-                except SlowConsumer:
-                    return  # dropped by the outbox's policy (closed with 1008)
+                except (SlowConsumer, OSError):
+                    return  # dropped by the outbox's policy (closed with 1008), or gone
                 from_bus = asyncio.ensure_future(mb.recv())
 
             if from_client in done:

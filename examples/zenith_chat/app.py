@@ -121,10 +121,10 @@ class ChatConnection:
         self.conn_id = conn_id
         self.username: Optional[str] = None
         # What waits for the client, bounded: a client that stops reading is dropped (1008).
-        self.outbox = Outbox(websocket.send_text, self._close, name=f"zenith connection {conn_id}")
-
-    async def _close(self, code: int, reason: str) -> None:
-        await self.websocket.close(code=code, reason=reason)
+        # (Not bound to self: the outbox must not tie the connection into a reference cycle.)
+        self.outbox = Outbox(websocket.send_text,
+                             lambda code, reason: websocket.close(code=code, reason=reason),
+                             name=f"zenith connection {conn_id}")
 
     async def read_socket(self) -> None:
         """Handles client frames until the client goes away."""
