@@ -108,8 +108,11 @@ def test_join_flood_is_rate_limited(limited_server: Server, family: str) -> None
         joined = [r for r in refs if replies[r][4]["status"] == "ok"]
         limited = [r for r in refs if replies[r][4] == {"status": "error",
                                                          "response": {"reason": "rate_limited"}}]
-        assert len(joined) + len(limited) == 500
-        assert limited and len(joined) <= BURST + RATE * elapsed
+        # Tokens that refill during the flood may reach joins past the channel cap (100).
+        capped = [r for r in refs if replies[r][4] == {"status": "error",
+                                                        "response": {"reason": "too many channels"}}]
+        assert len(joined) + len(limited) + len(capped) == 500
+        assert limited and len(joined) + len(capped) <= BURST + RATE * elapsed
         # A refused join joined nothing: events on its topic are unmatched, once tokens are back.
         topic = refs[limited[0]]
         c.join_refs[topic] = limited[0]
@@ -118,3 +121,84 @@ def test_join_flood_is_rate_limited(limited_server: Server, family: str) -> None
         await c.close()
 
     run(scenario())
+
+
+# ---- channels joined per connection -------------------------------------------------------
+
+MAX_CHANNELS = 100  # asgi_endpoint's default
+TOO_MANY = {"status": "error", "response": {"reason": "too many channels"}}
+
+
+@pytest.fixture(scope="module")
+def capped_server() -> Iterator[Server]:
+    # The test app lifts the rate limit (the flood must meet the cap, not the bucket) and keeps
+    # the default channel cap.
+    srv = Server(APP, {}, [])
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_join_flood_is_capped_per_connection_and_leaving_frees_a_slot(capped_server: Server,
+                                                                      family: str) -> None:
+    async def scenario() -> None:
+        c = await Client.connect(capped_server, family)
+        first = unique("test")
+        assert (await c.join(first, {}))[4]["status"] == "ok"
+
+        # 1,000 joins of new topics at once on the same connection.
+        refs: dict[str, str] = {}
+        for _ in range(1000):
+            topic = unique("test")
+            ref = c.ref()
+            refs[ref] = topic
+            await c.send(ref, ref, topic, c.ev("join"), {})
+        replies = await collect_replies(c, set(refs))
+        joined = [r for r in refs if replies[r][4]["status"] == "ok"]
+        refused = [r for r in refs if replies[r][4] == TOO_MANY]
+        # Joins are handled in order: the first ones fill the cap, every later one is refused.
+        assert len(joined) == MAX_CHANNELS - 1
+        assert len(refused) == 1000 - len(joined)
+        assert joined == sorted(joined, key=int) and max(map(int, joined)) < min(map(int, refused))
+        assert all(replies[r][3] == f"{family}_reply" for r in refs)
+        for r in joined:
+            c.join_refs[refs[r]] = r
+
+        # The connection keeps serving its channels, the first one and the last one joined.
+        for topic in (first, refs[joined[-1]]):
+            assert (await c.call(topic, "echo", {"x": 1}))[4] == {"status": "ok", "response": {"x": 1}}
+        # A refused join joined nothing: its topic is unmatched.
+        c.join_refs[refs[refused[0]]] = refused[0]
+        assert (await c.call(refs[refused[0]], "echo", {"x": 1}))[4] == {
+            "status": "error", "response": {"reason": "unmatched topic"}}
+        # Joining an already joined topic again replaces it: no slot needed.
+        assert (await c.join(first, {}))[4]["status"] == "ok"
+        assert (await c.call(first, "echo", {"x": 2}))[4] == {"status": "ok", "response": {"x": 2}}
+
+        # Still full; a leave frees exactly one slot.
+        assert (await c.join(unique("test"), {}))[4] == TOO_MANY
+        ref = c.ref()
+        await c.send(c.join_refs[first], ref, first, c.ev("leave"), {})
+        assert (await c.reply_to(ref))[4]["status"] == "ok"
+        assert (await c.join(unique("test"), {}))[4]["status"] == "ok"
+        assert (await c.join(unique("test"), {}))[4] == TOO_MANY
+
+        # The cap is per connection: another one joins as many as the cap allows.
+        other = await Client.connect(capped_server, family)
+        for _ in range(MAX_CHANNELS):
+            assert (await other.join(unique("test"), {}))[4]["status"] == "ok"
+        assert (await other.join(unique("test"), {}))[4] == TOO_MANY
+        await other.close()
+        await c.close()
+
+    run(scenario())
+
+
+def test_max_channels_option_is_checked() -> None:
+    from hornbeam_channels import asgi_endpoint
+
+    for bad in (0, -1, 1.5, True, "10"):
+        with pytest.raises(ValueError, match="max_channels"):
+            asgi_endpoint("/ws", max_channels=bad)  # type: ignore[arg-type]
+    assert asgi_endpoint("/ws").options.max_channels == MAX_CHANNELS
+    assert asgi_endpoint("/ws", max_channels=None).options.max_channels is None

@@ -52,6 +52,7 @@ _CONTROL_TOPICS = {"phoenix": "phx", "hornbeam": "hb"}
 _JOIN = {"phx_join": "phx", "hb_join": "hb"}
 _LEAVE = {"phx_leave": "phx", "hb_leave": "hb"}
 RATE_LIMITED = "rate_limited"
+TOO_MANY_CHANNELS = "too many channels"
 
 
 def _reject_constant(name: str) -> Any:
@@ -91,17 +92,20 @@ _MALFORMED = "malformed frame: expected a JSON array [join_ref, ref, topic, even
 class Options:
     """Settings shared by the connections of one endpoint."""
 
-    __slots__ = ("heartbeat_timeout", "max_frame_bytes", "on_connect", "rate_limit", "rate_burst")
+    __slots__ = ("heartbeat_timeout", "max_frame_bytes", "on_connect", "rate_limit", "rate_burst",
+                 "max_channels")
 
     def __init__(self, heartbeat_timeout: Optional[float], max_frame_bytes: int,
                  on_connect: Optional[ConnectHook], rate_limit: Optional[float] = None,
-                 rate_burst: int = 100) -> None:
+                 rate_burst: int = 100, max_channels: Optional[int] = None) -> None:
         self.heartbeat_timeout = heartbeat_timeout
         self.max_frame_bytes = max_frame_bytes
         self.on_connect = on_connect
         # Token bucket per connection: `rate_limit` events per second, up to `rate_burst` at once.
         self.rate_limit = rate_limit
         self.rate_burst = rate_burst
+        # Channels one connection may have joined (or be joining) at once; None: no cap.
+        self.max_channels = max_channels
 
 
 class ChannelState:
@@ -461,6 +465,11 @@ class Connection:
             await self.reply(join_ref, ref, topic, family, "error", {"reason": problem})
             return
         old = self.channels.get(topic)
+        cap = self.options.max_channels
+        if old is None and cap is not None and len(self.channels) >= cap:
+            # Refused before any handler runs: nothing is joined, the others keep serving.
+            await self.reply(join_ref, ref, topic, family, "error", {"reason": TOO_MANY_CHANNELS})
+            return
         if old is not None:
             # A second join replaces the first, as in Phoenix: the old one is closed.
             await self._end_channel(old, close_frame=True)

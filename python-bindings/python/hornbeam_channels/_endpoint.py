@@ -37,7 +37,8 @@ class ChannelsEndpoint:
                  serve_client: bool = True,
                  allowed_origins: Optional[list[str]] = None,
                  rate_limit: Optional[float] = 50.0,
-                 rate_burst: int = 100) -> None:
+                 rate_burst: int = 100,
+                 max_channels: Optional[int] = 100) -> None:
         base = "/" + path.strip("/") if path.strip("/") else ""
         self.path = base or "/"
         self.socket_paths = {base + "/websocket", base or "/"}
@@ -49,8 +50,11 @@ class ChannelsEndpoint:
             raise ValueError("rate_limit must be a positive number of events per second, or None")
         if rate_burst < 1:
             raise ValueError("rate_burst must be at least 1")
+        if max_channels is not None and (isinstance(max_channels, bool) or not isinstance(max_channels, int)
+                                         or max_channels < 1):
+            raise ValueError("max_channels must be a positive int, or None")
         self.options = Options(heartbeat_timeout, max_frame_bytes, on_connect, rate_limit,
-                               rate_burst)
+                               rate_burst, max_channels)
         self._client: Optional[bytes] = None
         self.allowed_origins = allowed_origins
 
@@ -112,7 +116,8 @@ def asgi_endpoint(path: str = "/ws", app: Optional[ASGIApp] = None, *,
                   serve_client: bool = True,
                   allowed_origins: Optional[list[str]] = None,
                   rate_limit: Optional[float] = 50.0,
-                  rate_burst: int = 100) -> ChannelsEndpoint:
+                  rate_burst: int = 100,
+                  max_channels: Optional[int] = 100) -> ChannelsEndpoint:
     """An ASGI app serving the channels defined with :func:`channel`.
 
     * WebSocket at ``<path>/websocket`` (where both JavaScript clients connect when given
@@ -137,8 +142,14 @@ def asgi_endpoint(path: str = "/ws", app: Optional[ASGIApp] = None, *,
     at once (a token bucket; None disables it). Joins, leaves and channel events count; heartbeats
     never do. An event over the limit is not handled: it gets an error reply
     ``{"reason": "rate_limited"}`` and the connection keeps serving.
+
+    Channel cap: one connection may have at most ``max_channels`` channels joined at once (None: no
+    cap). A join of one more topic is not handled: it gets an error reply ``{"reason": "too many
+    channels"}`` and the connection keeps serving the channels it has; a leave frees a slot, and
+    joining a topic again (which replaces the old join) needs none.
     """
     return ChannelsEndpoint(path, app, heartbeat_timeout=heartbeat_timeout,
                             max_frame_bytes=max_frame_bytes, on_connect=on_connect,
                             serve_client=serve_client, allowed_origins=allowed_origins,
-                            rate_limit=rate_limit, rate_burst=rate_burst)
+                            rate_limit=rate_limit, rate_burst=rate_burst,
+                            max_channels=max_channels)
