@@ -26,11 +26,12 @@ import contextlib
 import json
 import logging
 import re
+import types
 import unicodedata
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Coroutine, Generator, Optional, cast
 from urllib.parse import parse_qs
 
 from hornbeam_channels import OriginGuard
@@ -254,7 +255,11 @@ class Connection:
         self.send = send
         self.user_id = str(uuid.uuid4())
         self.username: Optional[str] = None
-        self.queued = 0  # characters in the pump's outbox, not yet handed to the server
+        # Messages waiting behind a send that had to wait (see `pump`); `queued` counts their
+        # characters and those of that send.
+        self.outbox: collections.deque[str] = collections.deque()
+        self.queued = 0
+        self.writer: Optional[asyncio.Task[None]] = None  # set while a send is waiting
 
     async def send_json(self, data: dict[str, Any]) -> None:
         await self.send({"type": "websocket.send", "text": json.dumps(data)})
@@ -262,47 +267,75 @@ class Connection:
     async def pump(self, mb: Mailbox) -> None:
         """Forward every message of the mailbox to the socket, a batch per wake-up.
 
-        The mailbox is drained into an outbox that a writer task sends from, so a client that
-        does not read cannot stall the pump: once its outbox holds more than `OUTBOX_MAX_CHARS`
-        it is disconnected (CLOSE_TOO_SLOW) instead of letting memory grow.
+        While the client keeps up, uvicorn's `send` completes without waiting, so each message is
+        sent from here at once: no task switch per delivery. A send that has to wait (the client's
+        TCP window and the transport's buffer are full) is finished by a writer task, and what
+        arrives meanwhile goes to the outbox behind it; the pump itself never waits on the client.
+        Once the outbox holds more than `OUTBOX_MAX_CHARS` the client is disconnected
+        (CLOSE_TOO_SLOW) instead of letting memory grow. When the writer empties the outbox, the
+        pump sends directly again.
         """
-        outbox: collections.deque[str] = collections.deque()
-        ready = asyncio.Event()
-        writer = asyncio.create_task(self._write(outbox, ready))
+        # An ASGI server's `send` is an async function: calling it makes a coroutine to step.
+        send = cast(Callable[[dict[str, Any]], Coroutine[Any, Any, None]], self.send)
+        outbox = self.outbox
         try:
             with contextlib.suppress(OSError, HornbeamError):
-                while not writer.done():
+                while True:
                     first = await mb.recv()
                     for msg in [first, *mb.drain()]:
                         text = frame_text(msg)
-                        outbox.append(text)
-                        self.queued += len(text)
+                        if self.writer is None:
+                            # Run the send up to its first wait, as an eager task would (Python
+                            # 3.12's eager_task_factory, without the task): a send that does not
+                            # wait is done when `coro.send` raises StopIteration.
+                            coro = send({"type": "websocket.send", "text": text})
+                            try:
+                                waiting_on = coro.send(None)
+                            except StopIteration:
+                                continue
+                            self.queued += len(text)
+                            self.writer = asyncio.create_task(
+                                self._write(_resume(coro, waiting_on), len(text)))
+                        else:
+                            outbox.append(text)
+                            self.queued += len(text)
                     if self.queued > OUTBOX_MAX_CHARS:
-                        log.warning("client %s in room %r is not reading (%d characters queued): "
-                                    "disconnecting it", self.user_id, self.room.room_id, self.queued)
-                        writer.cancel()
-                        await asyncio.wait([writer])
-                        outbox.clear()
-                        # The close frame waits behind what the client does not read: try
-                        # briefly. Returning ends the connection (handle_websocket) either way.
-                        with contextlib.suppress(asyncio.TimeoutError):
-                            await asyncio.wait_for(self.send({
-                                "type": "websocket.close", "code": CLOSE_TOO_SLOW,
-                                "reason": "too slow: messages were piling up"}), 1.0)
+                        await self._drop_too_slow()
                         return
-                    ready.set()
+                    if self.writer is not None and self.writer.done():
+                        return  # the client went away while the writer was sending
         finally:
-            writer.cancel()
+            # Dropped, not only cancelled: a cancelled writer's traceback holds this connection,
+            # and that cycle would keep the mailbox (and its descriptor) until the next GC pass.
+            writer, self.writer = self.writer, None
+            if writer is not None:
+                writer.cancel()
 
-    async def _write(self, outbox: collections.deque[str], ready: asyncio.Event) -> None:
+    async def _write(self, rest: Awaitable[None], chars: int) -> None:
+        """Finish the send that had to wait, then send the outbox; then hand back to the pump."""
         with contextlib.suppress(OSError):
-            while True:
-                await ready.wait()
-                ready.clear()
-                while outbox:
-                    text = outbox.popleft()
-                    await self.send({"type": "websocket.send", "text": text})
-                    self.queued -= len(text)
+            await rest
+            self.queued -= chars
+            while self.outbox:
+                text = self.outbox.popleft()
+                await self.send({"type": "websocket.send", "text": text})
+                self.queued -= len(text)
+            self.writer = None  # nothing waits: the pump sends directly again
+
+    async def _drop_too_slow(self) -> None:
+        log.warning("client %s in room %r is not reading (%d characters queued): disconnecting it",
+                    self.user_id, self.room.room_id, self.queued)
+        if self.writer is not None:
+            self.writer.cancel()
+            await asyncio.wait([self.writer])
+        self.outbox.clear()
+        self.queued = 0
+        # The close frame waits behind what the client does not read: try briefly. Returning ends
+        # the connection (handle_websocket) either way.
+        with contextlib.suppress(asyncio.TimeoutError, OSError):
+            await asyncio.wait_for(self.send({
+                "type": "websocket.close", "code": CLOSE_TOO_SLOW,
+                "reason": "too slow: messages were piling up"}), 1.0)
 
     async def read(self, receive: Receive) -> Optional[tuple[int, str]]:
         """Handle frames until the client leaves (None) or sends something that ends it (a close)."""
@@ -372,6 +405,29 @@ class Connection:
             self.room.remove_user(self.user_id)
             publish_event(self.room.topic, "user_left", {"user_id": self.user_id, "username": self.username})
             self.username = None
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], waiting_on: Any) -> Generator[Any, Any, None]:
+    """The rest of `coro`, whose first step (run by `Connection.pump`) yielded `waiting_on`: the
+    task that awaits this gets what `coro` yields, and `coro` gets what the task sends or throws
+    (a cancellation included), as `yield from coro` would have done from the start."""
+    while True:
+        try:
+            value = yield waiting_on
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                waiting_on = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting_on = coro.send(value)
+            except StopIteration:
+                return
 
 
 def frame_text(msg: Message) -> str:

@@ -4,6 +4,10 @@
 every message (each within a bounded wait), the server's memory must stay bounded (RSS read from
 /proc before and after, with a wide margin), and the non-readers must be dropped by the app's
 policy: a connection whose outgoing queue passes `OUTBOX_MAX_CHARS` is dropped (see the app).
+
+The pump's two paths are also checked in-process, against a `send` that waits while told to: sent
+directly while sends complete at once, queued behind a send that waits, direct again once caught
+up, dropped past the bound.
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import websockets
 
+from examples.websocket_chat import app as chat
 from examples.websocket_chat.app import OUTBOX_MAX_CHARS
+from hornbeam_erlang import publish, subscribe, unsubscribe
 
 ROOM = "slow"
 SILENT = 100
@@ -64,10 +71,17 @@ def silent_client(port: int, name: str) -> socket.socket:
     return sock
 
 
-async def talker(base: str, name: str, received: dict[str, list[int]], total: int) -> None:
-    """Sends PER_TALKER messages, each after its previous one came back; reads everything."""
+async def talker(base: str, name: str, received: dict[str, list[int]], total: int,
+                 all_joined: "asyncio.Barrier") -> None:
+    """Sends PER_TALKER messages, each after its previous one came back; reads everything.
+
+    Sending starts once every talker is joined (so subscribed): a talker still connecting when
+    another's first message is published would miss it and wait for it in vain."""
     async with websockets.connect(f"{base}/ws/{ROOM}", max_size=None, open_timeout=10) as ws:
         await ws.send(json.dumps({"type": "join", "username": name}))
+        while json.loads(await asyncio.wait_for(ws.recv(), TALKER_WAIT))["type"] != "joined":
+            pass
+        await asyncio.wait_for(all_joined.wait(), TALKER_WAIT)
         mine = received[name]
         pending = 0
         sent = 0
@@ -111,7 +125,8 @@ def test_silent_clients_do_not_hold_back_the_others_and_are_dropped(serve: Any) 
 
                 total = TALKERS * PER_TALKER
                 received: dict[str, list[int]] = {f"talker{i}": [] for i in range(TALKERS)}
-                await asyncio.gather(*(talker(server.ws_url, name, received, total)
+                all_joined = asyncio.Barrier(TALKERS)
+                await asyncio.gather(*(talker(server.ws_url, name, received, total, all_joined)
                                        for name in received))
                 after = rss_kib(pid)
 
@@ -147,3 +162,71 @@ def test_silent_clients_do_not_hold_back_the_others_and_are_dropped(serve: Any) 
             break
         time.sleep(0.05)
     assert open_fds(pid) <= fds_at_start + 5
+
+
+def test_pump_sends_directly_until_a_send_waits_and_drops_past_the_bound(
+        caplog: pytest.LogCaptureFixture) -> None:
+    topic = "chat:pump-unit"
+
+    async def scenario() -> None:
+        writable = asyncio.Event()
+        writable.set()
+        sent: list[str] = []
+        closes: list[int] = []
+
+        async def send(event: dict[str, Any]) -> None:  # uvicorn's: waits while the buffer is full
+            if event["type"] == "websocket.close":
+                closes.append(event["code"])
+                return
+            await writable.wait()
+            sent.append(event["text"])
+
+        async def until(cond: Any) -> None:
+            for _ in range(2000):
+                if cond():
+                    return
+                await asyncio.sleep(0.001)
+            raise AssertionError("timed out")
+
+        conn = chat.Connection(chat.ChatRoom("pump-unit"), send)
+        mb = subscribe(topic)
+        pump = asyncio.create_task(conn.pump(mb))
+        try:
+            texts = [json.dumps({"type": "message", "n": i}) for i in range(12)]
+            for text in texts[:3]:  # the client keeps up: sent from the pump, no writer
+                publish(topic, text)
+            await until(lambda: len(sent) == 3)
+            assert conn.writer is None and conn.queued == 0
+
+            writable.clear()  # the transport is full: the next send waits
+            for text in texts[3:6]:
+                publish(topic, text)
+            await until(lambda: conn.writer is not None and len(conn.outbox) == 2)
+            assert sent == texts[:3]
+            assert conn.queued == sum(map(len, texts[3:6]))
+
+            writable.set()  # it drains: the writer sends the rest in order and hands back
+            await until(lambda: len(sent) == 6)
+            await until(lambda: conn.writer is None)
+            assert sent == texts[:6] and conn.queued == 0 and not conn.outbox
+            for text in texts[6:]:
+                publish(topic, text)
+            await until(lambda: len(sent) == 12)
+            assert sent == texts and conn.writer is None
+
+            writable.clear()  # the client stops reading: dropped once past the bound
+            big = "x" * 2000
+            for i in range(OUTBOX_MAX_CHARS // len(big) + 2):
+                publish(topic, json.dumps({"type": "message", "n": i, "text": big}))
+            await asyncio.wait_for(pump, 10)
+            assert closes == [chat.CLOSE_TOO_SLOW]
+            assert conn.writer is None and not conn.outbox and conn.queued == 0
+            assert len(sent) == 12
+        finally:
+            pump.cancel()
+            await asyncio.wait([pump])
+            unsubscribe(topic)
+            mb.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert "is not reading" in caplog.text
