@@ -34,6 +34,7 @@ pub mod error;
 mod remote;
 pub mod store;
 pub mod sync;
+mod valgrind;
 pub mod value;
 
 pub use bus::{Bus, Mailbox, Message, ReadySet, RecvError};

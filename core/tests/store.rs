@@ -236,9 +236,9 @@ fn expired_memory_is_reclaimed_without_a_call() {
         .unwrap();
     }
     st.set("keep", Value::Int(1), None).unwrap();
-    assert_eq!(st.len(), 1001);
-    // The reaper runs every 100 ms; give it up to 5 s on a busy machine.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    assert!(st.len() > 1, "nothing has been reclaimed yet");
+    // The reaper runs every 100 ms; give it up to 30 s on a busy machine (or under valgrind).
+    let deadline = Instant::now() + Duration::from_secs(30);
     while st.len() > 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -106,6 +106,7 @@ impl Shared {
             self.publisher.pushed.fetch_add(len, Ordering::Relaxed);
             self.publisher.pushed_n.fetch_add(1, Ordering::Relaxed);
         }
+        crate::valgrind::happens_before(msg.data.as_ptr());
         match self.tx.try_send(Item {
             msg: Some(msg.clone()),
             lagged_before,
@@ -190,6 +191,7 @@ impl Shared {
         let Some(msg) = item.msg else {
             return Err(RecvError::Closed);
         };
+        crate::valgrind::happens_after(msg.data.as_ptr());
         if msg.size() > self.small {
             self.popped_bytes.0.fetch_add(msg.size(), Ordering::Relaxed);
             self.popped_n.0.fetch_add(1, Ordering::Relaxed);
