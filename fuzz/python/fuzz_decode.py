@@ -36,7 +36,7 @@ level below its container). Stored, but ``state_get`` raises ``ValueError`` (``u
 key``): a map key that Python cannot hash (a map, or an array holding an array or a map).
 
 Run through ``fuzz/python/run.py``; ``check_raw`` and ``check_structured`` are imported by
-``python-bindings/tests/test_fuzz_regressions.py`` to replay the corpus under pytest.
+``python-bindings/tests/test_fuzz_decode_regressions.py`` to replay the corpus under pytest.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
-import os
 import struct
 import sys
 from typing import Any, Callable, TypeVar
@@ -88,18 +87,6 @@ HB_PANIC = 900
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 
 
-#: Rust behaviour that differs from what is documented, reported to the Rust side and accepted
-#: here so that fuzzing goes on finding other things. ``HORNBEAM_FUZZ_STRICT=1`` refuses it too.
-#:
-#: * ``bin-as-str``: ``hb_get_str`` on a MessagePack *bin* value whose bytes are valid UTF-8
-#:   returns ``HB_OK`` and the bytes (rmp_serde's ``String`` accepts bin), where ``hornbeam.h``
-#:   says ``HB_INVALID_VALUE when the value is not a string``. Input: ``c403616263``.
-#: * ``empty-bytes-as-int``: ``state_set`` (and everything else that goes through
-#:   ``convert.rs`` ``encode``) writes an empty ``bytes``/``bytearray`` as ``0x00``, the integer
-#:   0 (``write_len`` with ``fix_max`` 0 takes the fix form for length 0), so ``b""`` reads back
-#:   as ``0``; it must be ``c4 00``. Input: ``state_set(k, b"")``.
-KNOWN_RUST_ISSUES = frozenset() if os.environ.get("HORNBEAM_FUZZ_STRICT") == "1" else frozenset(
-    {"bin-as-str", "empty-bytes-as-int"})
 
 
 class Mismatch(AssertionError):
@@ -313,14 +300,6 @@ def reference(data: bytes) -> tuple[str, Any]:
     return "ok", value
 
 
-def _is_utf8(b: bytes) -> bool:
-    try:
-        b.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 def _root_int(data: bytes) -> int | None:
     """The integer when ``data`` is exactly one MessagePack int in i64 range (a counter)."""
     if not data or not (data[0] <= 0x7F or data[0] >= 0xE0 or 0xCC <= data[0] <= 0xCF
@@ -392,9 +371,6 @@ def check_raw(data: bytes) -> None:
     if kind == "ok" and type(expected) is str:
         if st != HB_OK or s != expected.encode():
             raise Mismatch(f"hb_get_str gave status {st}, {s!r}; expected {expected!r}")
-    elif (st == HB_OK and "bin-as-str" in KNOWN_RUST_ISSUES and kind == "ok"
-          and data[0] in (0xC4, 0xC5, 0xC6) and s == expected and _is_utf8(expected)):
-        pass
     elif st != HB_INVALID_VALUE:
         raise Mismatch(f"hb_get_str gave status {st} ({s!r}) for a value that is not a string "
                        f"({type(expected).__name__})")
@@ -467,8 +443,6 @@ def expected_store(v: Any, depth: int = 0) -> Any:
     if isinstance(v, (list, tuple)):
         return [expected_store(x, depth + 1) for x in v]
     if isinstance(v, (bytes, bytearray)):
-        if not v and "empty-bytes-as-int" in KNOWN_RUST_ISSUES:
-            return 0
         return bytes(v)
     raise Refusal(TypeError, f"{type(v).__name__} is not storable")
 

@@ -31,7 +31,7 @@ The property, per message (see :func:`check`):
   the payload unchanged.
 
 Run through ``fuzz/python/run.py``; :func:`check` is imported by
-``tests/py/test_fuzz_regressions.py`` to replay the corpus under pytest.
+``tests/py/test_fuzz_wire_regressions.py`` to replay the corpus under pytest.
 """
 
 from __future__ import annotations

@@ -81,13 +81,14 @@ pub(crate) fn encode(obj: &Bound<'_, PyAny>, root: &str) -> PyResult<Vec<u8>> {
 fn write_len(
     out: &mut Vec<u8>,
     len: usize,
-    fix: u8,
-    fix_max: usize,
+    fix: Option<(u8, usize)>,
     m8: Option<u8>,
     m16: u8,
     m32: u8,
 ) -> Result<(), EncodeError> {
-    if len <= fix_max {
+    // bin has no fix form: an empty bytes is `c4 00`, never the integer 0 (found by
+    // fuzz/python/fuzz_decode.py).
+    if let Some((fix, fix_max)) = fix.filter(|&(_, max)| len <= max) {
         out.push(fix | len as u8);
     } else if let (Some(tag), true) = (m8, len <= u8::MAX as usize) {
         out.extend_from_slice(&[tag, len as u8]);
@@ -106,7 +107,7 @@ fn write_len(
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), EncodeError> {
-    write_len(out, s.len(), 0xa0, 31, Some(0xd9), 0xda, 0xdb)?;
+    write_len(out, s.len(), Some((0xa0, 31)), Some(0xd9), 0xda, 0xdb)?;
     out.extend_from_slice(s.as_bytes());
     Ok(())
 }
@@ -158,7 +159,7 @@ fn write(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Result<(), 
         out.push(0xcb);
         out.extend_from_slice(&f.value().to_be_bytes());
     } else if let Ok(d) = obj.downcast::<PyDict>() {
-        write_len(out, d.len(), 0x80, 15, None, 0xde, 0xdf)?;
+        write_len(out, d.len(), Some((0x80, 15)), None, 0xde, 0xdf)?;
         for (k, v) in d.iter() {
             let Ok(key) = k.downcast::<PyString>() else {
                 return Err(fault(Fault::DictKey(type_name(&k))));
@@ -168,23 +169,23 @@ fn write(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Result<(), 
             write(&v, out, depth + 1).map_err(|e| e.at(Seg::Key(key.to_string())))?;
         }
     } else if let Ok(l) = obj.downcast::<PyList>() {
-        write_len(out, l.len(), 0x90, 15, None, 0xdc, 0xdd)?;
+        write_len(out, l.len(), Some((0x90, 15)), None, 0xdc, 0xdd)?;
         for (i, item) in l.iter().enumerate() {
             write(&item, out, depth + 1).map_err(|e| e.at(Seg::Index(i)))?;
         }
     } else if let Ok(t) = obj.downcast::<PyTuple>() {
-        write_len(out, t.len(), 0x90, 15, None, 0xdc, 0xdd)?;
+        write_len(out, t.len(), Some((0x90, 15)), None, 0xdc, 0xdd)?;
         for (i, item) in t.iter().enumerate() {
             write(&item, out, depth + 1).map_err(|e| e.at(Seg::Index(i)))?;
         }
     } else if let Ok(b) = obj.downcast::<PyBytes>() {
         let bytes = b.as_bytes();
-        write_len(out, bytes.len(), 0, 0, Some(0xc4), 0xc5, 0xc6)
+        write_len(out, bytes.len(), None, Some(0xc4), 0xc5, 0xc6)
             .map_err(|_| fault(Fault::NotStorable("bytes".into())))?;
         out.extend_from_slice(bytes);
     } else if let Ok(b) = obj.downcast::<PyByteArray>() {
         let bytes = b.to_vec();
-        write_len(out, bytes.len(), 0, 0, Some(0xc4), 0xc5, 0xc6)?;
+        write_len(out, bytes.len(), None, Some(0xc4), 0xc5, 0xc6)?;
         out.extend_from_slice(&bytes);
     } else if let Ok(s) = obj.downcast::<PyString>() {
         write_str(out, py_str(s)?)?;

@@ -44,6 +44,12 @@ static void test_values(HbEngine *e) {
   hb_bytes_free(b);
   CHECK_STATUS(hb_get_str(e, S("greeting"), &b), HB_OK);
   hb_bytes_free(b);
+  /* A bin value of UTF-8 bytes is not a string (found by fuzz/python/fuzz_decode.py). */
+  const uint8_t bin_abc[] = {0xc4, 0x03, 'a', 'b', 'c'};
+  OK(hb_set(e, S("bin"), bin_abc, sizeof bin_abc, 0));
+  HbBytes *kept = (HbBytes *)0x1;
+  CHECK_STATUS(hb_get_str(e, S("bin"), &kept), HB_INVALID_VALUE);
+  CHECK(kept == (HbBytes *)0x1);
 
   bool existed = false;
   OK(hb_delete(e, S("name"), &existed));

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import hornbeam_erlang
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "fuzz" / "python"))
 
@@ -20,9 +22,8 @@ import fuzz_decode  # noqa: E402
 
 CORPUS = sorted((ROOT / "fuzz" / "python" / "corpus" / "decode").iterdir())
 
-# Inputs the fuzzer found, each with the Rust behaviour it shows. Both are accepted by the
-# harness (fuzz_decode.KNOWN_RUST_ISSUES) until the Rust side is fixed; the xfail tests below
-# check the documented behaviour and start passing (XPASS, strict: a failure) once it is.
+# Inputs the fuzzer found, each a Rust bug now fixed: b"" was encoded as 0x00 (the integer 0)
+# by convert.rs, and hb_get_str read a bin of UTF-8 bytes as a string.
 EMPTY_BYTES = bytes.fromhex("531046475bfffeffffffffffffffffffffdfffff")  # holds b"" nested
 BIN_AS_STR = bytes.fromhex("c403616263")  # bin "abc": hb_get_str returns HB_OK
 
@@ -65,15 +66,14 @@ def test_the_property_catches_a_wrong_answer(monkeypatch: pytest.MonkeyPatch) ->
         fuzz_decode.check(b"\xca\x3f\xc0\x00\x00")
 
 
-@pytest.mark.xfail(strict=True, raises=fuzz_decode.Mismatch,
-                   reason="Rust (convert.rs encode): b'' is written as 0x00, the integer 0")
-def test_empty_bytes_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fuzz_decode, "KNOWN_RUST_ISSUES", frozenset())
+def test_empty_bytes_round_trip() -> None:
     fuzz_decode.check(EMPTY_BYTES)
+    for empty in (b"", bytearray(), [b""], {"k": b""}):
+        hornbeam_erlang.state_set("fuzz:empty", empty)
+        got = hornbeam_erlang.state_get("fuzz:empty")
+        assert got == (bytes(empty) if isinstance(empty, bytearray) else empty)
+        assert type(got) is not int
 
 
-@pytest.mark.xfail(strict=True, raises=fuzz_decode.Mismatch,
-                   reason="Rust (ffi hb_get_str): a bin value of valid UTF-8 reads as a string")
-def test_hb_get_str_refuses_bin(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fuzz_decode, "KNOWN_RUST_ISSUES", frozenset())
+def test_hb_get_str_refuses_bin() -> None:
     fuzz_decode.check(BIN_AS_STR)
