@@ -1,11 +1,12 @@
 //! The engine: one store and one bus, and the process-wide default engine the bindings share.
 
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::sync::GlobalSlot;
 
 /// Environment variable that selects the backend (`redis://...`); unset means embedded.
 pub const URL_ENV: &str = "HORNBEAM_URL";
@@ -95,35 +96,13 @@ impl Engine {
     /// Creating it starts no thread. After a `fork()`, call [`Engine::reset_global_after_fork`]
     /// in the child: the child then gets a fresh engine on next use.
     pub fn global() -> Result<&'static Engine> {
-        let p = GLOBAL.load(Ordering::Acquire);
-        if !p.is_null() {
-            // SAFETY: a non-null GLOBAL always points to a leaked Box<Engine> that is never freed.
-            return Ok(unsafe { &*p });
-        }
-        let fresh = Box::into_raw(Box::new(Engine::from_env(Config::default())?));
-        match GLOBAL.compare_exchange(
-            std::ptr::null_mut(),
-            fresh,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            // SAFETY: `fresh` came from Box::into_raw above and is now owned by GLOBAL forever.
-            Ok(_) => Ok(unsafe { &*fresh }),
-            Err(winner) => {
-                // SAFETY: `fresh` lost the race, was never shared, and is freed exactly once here;
-                // `winner` is a leaked Box<Engine> that is never freed.
-                unsafe {
-                    drop(Box::from_raw(fresh));
-                    Ok(&*winner)
-                }
-            }
-        }
+        GLOBAL.get_or_try_init(|| Engine::from_env(Config::default()))
     }
 
     /// Forgets the default engine in a forked child, without touching its locks (another thread
     /// may have held one at fork time). The old engine is leaked, never used again.
     pub fn reset_global_after_fork() {
-        GLOBAL.store(std::ptr::null_mut(), Ordering::Release);
+        GLOBAL.forget();
         GENERATION.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -134,5 +113,10 @@ impl Engine {
     }
 }
 
-static GLOBAL: AtomicPtr<Engine> = AtomicPtr::new(std::ptr::null_mut());
+#[cfg(not(loom))]
+static GLOBAL: GlobalSlot<Engine> = GlobalSlot::new();
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref GLOBAL: GlobalSlot<Engine> = GlobalSlot::new();
+}
 static GENERATION: AtomicU64 = AtomicU64::new(0);

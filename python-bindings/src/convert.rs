@@ -88,7 +88,7 @@ fn write_len(
 ) -> Result<(), EncodeError> {
     // bin has no fix form: an empty bytes is `c4 00`, never the integer 0 (found by
     // fuzz/python/fuzz_decode.py).
-    if let Some((fix, fix_max)) = fix.filter(|&(_, max)| len <= max) {
+    if let Some((fix, _)) = fix.filter(|&(_, max)| len <= max) {
         out.push(fix | len as u8);
     } else if let (Some(tag), true) = (m8, len <= u8::MAX as usize) {
         out.extend_from_slice(&[tag, len as u8]);

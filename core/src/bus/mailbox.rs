@@ -12,7 +12,7 @@ use super::notify::Notifier;
 use super::{BusInner, Message, RecvError};
 use crate::config::MailboxConfig;
 use crate::error::{Error, Result};
-use crate::sync::WakeFlag;
+use crate::sync::{HandOff, ReadyList, WakeFlag};
 
 /// One queued item: a message, with how many were dropped just before it; `None` is the wake-up
 /// sent when the mailbox closes.
@@ -187,7 +187,7 @@ impl Shared {
         }
     }
 
-    fn take(&self, item: Item, held: &Held) -> std::result::Result<Message, RecvError> {
+    fn take(&self, item: Item, held: &HandOff<Message>) -> std::result::Result<Message, RecvError> {
         let Some(msg) = item.msg else {
             return Err(RecvError::Closed);
         };
@@ -204,35 +204,6 @@ impl Shared {
     }
 }
 
-/// A message taken from the queue behind a lag notice, handed out by the next receive. The flag
-/// keeps the common path (nothing held) free of the lock.
-#[derive(Default)]
-struct Held {
-    any: AtomicBool,
-    msg: Mutex<Option<Message>>,
-}
-
-impl Held {
-    fn put(&self, msg: Message) {
-        *self.msg.lock() = Some(msg);
-        self.any.store(true, Ordering::Release);
-    }
-
-    #[inline]
-    fn take(&self) -> Option<Message> {
-        if !self.any.load(Ordering::Acquire) {
-            return None;
-        }
-        let mut slot = self.msg.lock();
-        self.any.store(false, Ordering::Release);
-        slot.take()
-    }
-
-    fn is_some(&self) -> bool {
-        self.any.load(Ordering::Acquire)
-    }
-}
-
 /// A subscriber: a bounded queue that any number of topics and patterns deliver into.
 ///
 /// Dropping a mailbox closes it. It is `Send + Sync`: several threads may receive from one mailbox
@@ -242,7 +213,8 @@ pub struct Mailbox {
     bus: Arc<BusInner>,
     /// The mailbox's topics and patterns (a set: subscribing costs the same at 1 or 100,000).
     subs: Mutex<HashSet<Box<str>>>,
-    held: Held,
+    /// Messages taken from the queue behind a lag notice, handed out by the next receives.
+    held: HandOff<Message>,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -260,7 +232,7 @@ impl Mailbox {
             shared,
             bus,
             subs: Mutex::new(HashSet::new()),
-            held: Held::default(),
+            held: HandOff::new(),
         }
     }
 
@@ -384,7 +356,7 @@ impl Mailbox {
 
     /// Number of messages queued.
     pub fn len(&self) -> usize {
-        self.shared.rx.len() + usize::from(self.held.is_some())
+        self.shared.rx.len() + self.held.len()
     }
 
     /// Whether no message is queued.
@@ -472,7 +444,9 @@ impl Mailbox {
                 break;
             }
         }
-        self.held.take();
+        for _ in 0..self.held.len() {
+            self.held.take();
+        }
         let _ = self.shared.tx.try_send(Item {
             msg: None,
             lagged_before: 0,
@@ -499,16 +473,12 @@ impl Drop for Mailbox {
 
 pub(crate) struct ReadyInner {
     notifier: Notifier,
-    signaled: AtomicBool,
-    ids: Mutex<Vec<u64>>,
+    list: ReadyList,
 }
 
 impl ReadyInner {
     fn mark(&self, id: u64) {
-        self.ids.lock().push(id);
-        // The lock orders this with `take`: either `take` sees the id, or we see the flag it
-        // cleared before taking and signal again.
-        if !self.signaled.load(Ordering::Acquire) && !self.signaled.swap(true, Ordering::AcqRel) {
+        if self.list.mark(id) {
             self.notifier.signal();
         }
     }
@@ -539,8 +509,7 @@ impl ReadySet {
         Ok(ReadySet {
             inner: Arc::new(ReadyInner {
                 notifier,
-                signaled: AtomicBool::new(false),
-                ids: Mutex::new(Vec::new()),
+                list: ReadyList::new(),
             }),
         })
     }
@@ -554,8 +523,7 @@ impl ReadySet {
     /// once per batch; a closed mailbox also reports its id).
     pub fn take(&self) -> Vec<u64> {
         self.inner.notifier.clear();
-        self.inner.signaled.store(false, Ordering::Release);
-        std::mem::take(&mut *self.inner.ids.lock())
+        self.inner.list.take()
     }
 }
 
