@@ -9,7 +9,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: help venv install run test test-rust test-python test-redis redis-server test-examples test-c test-node lib install-lib test-install \
-        header header-check lint fmt stress-quick loom soak soak-quick bench bench-rust bench-python stress examples clean
+        header header-check lint fmt stress-quick loom soak soak-quick bench bench-rust bench-python stress examples clean \
+        fuzz fuzz-quick fuzz-tools test-fuzz check-memory check-memory-quick
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -28,7 +29,7 @@ install: venv ## Build the engine (release) and install hornbeam_erlang into .ve
 run: install ## Start the demo (every example app) on http://127.0.0.1:8000
 	$(VENV)/bin/uvicorn examples.demo.app:app --host $(HOST) --port $(PORT)
 
-test: test-rust install test-python test-redis test-examples test-c test-node test-wheel header-check ## Run every test
+test: test-rust test-fuzz install test-python test-redis test-examples test-c test-node test-wheel header-check ## Run every test
 	@echo "make test: all suites passed"
 
 test-rust: ## Rust unit, integration and doc tests
@@ -68,20 +69,58 @@ soak-quick: install ## The soak test in short (100 clients, 15 s): CI's version 
 stress: ## Long concurrency stress tests (ignored by default)
 	$(CARGO) test --release --workspace --exclude hornbeam-python -- --ignored --test-threads 1
 
-loom: ## Loom model checks of the lock-free wake-up protocol (core/tests/loom_wake.rs)
-	RUSTFLAGS="--cfg loom" $(CARGO) test --release -p hornbeam-core --test loom_wake --target-dir target/loom
+loom: ## Loom model checks of core's synchronisation protocols (core/src/sync.rs; core/tests/loom_*.rs)
+	RUSTFLAGS="--cfg loom" $(CARGO) test --release -p hornbeam-core --test loom_wake --test loom_sync --target-dir target/loom
+
+# Fuzzing. cargo-fuzz on the stable toolchain: RUSTC_BOOTSTRAP=1 lets it pass -Zsanitizer=address
+# (the AddressSanitizer runtime ships with stable Rust). Corpora grow under target/fuzz/corpus;
+# the seeds (fuzz/seeds) and every input a fuzzer found (fuzz/regressions) are committed and
+# replayed by `make test-fuzz`. Crashes land in fuzz/artifacts/<target>/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := msgpack_value topics store_model mailbox_model
+CARGO_FUZZ := RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
+FUZZ_FLAGS := --fuzz-dir fuzz --target-dir $(abspath target/fuzz) -O
+
+fuzz-tools: ## Install the pinned cargo-fuzz when missing
+	@$(CARGO) fuzz --version 2>/dev/null | grep -q '0.13.1' || $(CARGO) install cargo-fuzz --version 0.13.1 --locked --quiet
+
+fuzz: fuzz-tools install ## Fuzz every target for FUZZ_SECONDS each (default 60): cargo-fuzz (Rust) then atheris (Python)
+	$(CARGO_FUZZ) build $(FUZZ_FLAGS)
+	set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p target/fuzz/corpus/$$t; echo "== cargo fuzz: $$t ($(FUZZ_SECONDS) s)"; \
+	  $(CARGO_FUZZ) run $(FUZZ_FLAGS) $$t target/fuzz/corpus/$$t fuzz/seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 | grep -E -A2 '^(Done|stat::number_of_executed_units)|panicked|SUMMARY|artifact'; \
+	  test $${PIPESTATUS[0]} -eq 0; \
+	done
+	$(PY) fuzz/python/run.py --seconds $(FUZZ_SECONDS)
+
+fuzz-quick: ## CI's short fuzzing run (15 s per target)
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15
+
+test-fuzz: ## Replay the fuzz seeds and every input a fuzzer found through the targets' checks
+	$(CARGO) test --manifest-path fuzz/Cargo.toml --target-dir $(abspath target) -q
+
+check-memory: ## valgrind memcheck over the Rust tests, helgrind + DRD over threaded C, C tests under memcheck and ASan
+	tests/check-memory.sh
+
+check-memory-quick: ## CI's version of check-memory (skips the two complexity tests and the C suite make test runs)
+	tests/check-memory.sh --quick
 
 stress-quick: ## The stress tests once, in release mode (CI's short version of `make stress`)
 	$(CARGO) test --release -p hornbeam-core --test stress -- --ignored --test-threads 1
 
 lint: install ## cargo fmt --check, clippy -D warnings, header check, mypy stubtest
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --target-dir $(abspath target) --all-targets -- -D warnings
+	RUSTFLAGS="--cfg loom" $(CARGO) clippy -p hornbeam-core --tests --target-dir target/loom -- -D warnings
 	$(MAKE) header-check
 	$(PY) -m mypy.stubtest hornbeam_erlang
 
 fmt: ## Format the Rust code
 	$(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml
 
 bench: bench-rust bench-python ## Every benchmark (criterion + Python + WebSocket)
 
