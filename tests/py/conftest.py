@@ -22,6 +22,14 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 
 
+def die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when pytest exits, even when it is killed (so a
+    server never outlives a test run that was interrupted before its teardown)."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -58,7 +66,7 @@ class Server:
             [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1",
              "--port", str(self.port), "--log-level", "warning", *args],
             cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=die_with_parent,
         )
         wait_for_port(self.port, self.proc)
 
