@@ -118,8 +118,26 @@ impl Model {
     }
 }
 
-fn is_key_error(r: &Result<impl std::fmt::Debug, Error>) -> bool {
-    matches!(r, Err(Error::InvalidKey { .. }))
+/// Whether the model refuses a write of `value` (or a read, with `None`) at `key`; if so, checks
+/// that the store refused it with the right error.
+fn refused<T: std::fmt::Debug>(
+    r: &Result<T, Error>,
+    key: &str,
+    value: Option<&Value>,
+    op: &Op,
+) -> bool {
+    if !Model::key_ok(key) {
+        assert!(matches!(r, Err(Error::InvalidKey { .. })), "{op:?}: {r:?}");
+        true
+    } else if value.is_some_and(|v| !Model::value_ok(v)) {
+        assert!(
+            matches!(r, Err(Error::ValueTooLarge { .. })),
+            "{op:?}: {r:?}"
+        );
+        true
+    } else {
+        false
+    }
 }
 
 /// Runs one input (see the module docs).
@@ -151,14 +169,7 @@ fn apply(store: &Store, clock: &ManualClock, m: &mut Model, op: &Op) {
         Op::Set(k, v, ttl) => {
             let (k, v) = (k.name(), v.value());
             let r = store.set(k, v.clone(), ttl.map(|ms| Duration::from_millis(ms.into())));
-            if !Model::key_ok(k) {
-                assert!(is_key_error(&r), "{op:?}: {r:?}");
-            } else if !Model::value_ok(&v) {
-                assert!(
-                    matches!(r, Err(Error::ValueTooLarge { .. })),
-                    "{op:?}: {r:?}"
-                );
-            } else {
+            if !refused(&r, k, Some(&v), op) {
                 r.expect("set");
                 let d = m.deadline(ttl);
                 m.map.insert(k.into(), (v, d));
@@ -168,14 +179,7 @@ fn apply(store: &Store, clock: &ManualClock, m: &mut Model, op: &Op) {
             let (k, v) = (k.name(), v.value());
             let r =
                 store.set_if_absent(k, v.clone(), ttl.map(|ms| Duration::from_millis(ms.into())));
-            if !Model::key_ok(k) {
-                assert!(is_key_error(&r), "{op:?}: {r:?}");
-            } else if !Model::value_ok(&v) {
-                assert!(
-                    matches!(r, Err(Error::ValueTooLarge { .. })),
-                    "{op:?}: {r:?}"
-                );
-            } else {
+            if !refused(&r, k, Some(&v), op) {
                 let absent = m.live(k).is_none();
                 assert_eq!(r.expect("set_if_absent"), absent, "{op:?}");
                 if absent {
@@ -187,27 +191,22 @@ fn apply(store: &Store, clock: &ManualClock, m: &mut Model, op: &Op) {
         Op::Get(k) => {
             let k = k.name();
             let r = store.get(k);
-            if Model::key_ok(k) {
+            if !refused(&r, k, None, op) {
                 assert_eq!(r.expect("get"), m.live(k).map(|(v, _)| v.clone()), "{op:?}");
-            } else {
-                assert!(is_key_error(&r), "{op:?}: {r:?}");
             }
         }
         Op::Delete(k) => {
             let k = k.name();
             let r = store.delete(k);
-            if Model::key_ok(k) {
+            if !refused(&r, k, None, op) {
                 assert_eq!(r.expect("delete"), m.live(k).is_some(), "{op:?}");
                 m.map.remove(k);
-            } else {
-                assert!(is_key_error(&r), "{op:?}: {r:?}");
             }
         }
         Op::Incr(k, delta) => {
             let k = k.name();
             let r = store.incr(k, delta);
-            if !Model::key_ok(k) {
-                assert!(is_key_error(&r), "{op:?}: {r:?}");
+            if refused(&r, k, None, op) {
                 return;
             }
             match m.live(k).cloned() {
@@ -233,8 +232,7 @@ fn apply(store: &Store, clock: &ManualClock, m: &mut Model, op: &Op) {
         Op::Expire(k, ms) => {
             let k = k.name();
             let r = store.expire(k, Duration::from_millis(ms.into()));
-            if !Model::key_ok(k) {
-                assert!(is_key_error(&r), "{op:?}: {r:?}");
+            if refused(&r, k, None, op) {
                 return;
             }
             let live = m.live(k).is_some();
@@ -247,8 +245,7 @@ fn apply(store: &Store, clock: &ManualClock, m: &mut Model, op: &Op) {
         Op::Persist(k) => {
             let k = k.name();
             let r = store.persist(k);
-            if !Model::key_ok(k) {
-                assert!(is_key_error(&r), "{op:?}: {r:?}");
+            if refused(&r, k, None, op) {
                 return;
             }
             let live = m.live(k).is_some();
@@ -260,8 +257,7 @@ fn apply(store: &Store, clock: &ManualClock, m: &mut Model, op: &Op) {
         Op::Ttl(k) => {
             let k = k.name();
             let r = store.ttl(k);
-            if !Model::key_ok(k) {
-                assert!(is_key_error(&r), "{op:?}: {r:?}");
+            if refused(&r, k, None, op) {
                 return;
             }
             let expected = match m.live(k) {
@@ -274,23 +270,19 @@ fn apply(store: &Store, clock: &ManualClock, m: &mut Model, op: &Op) {
         Op::Keys(prefix) => {
             let p = prefix.name();
             let r = store.keys(p);
-            if Model::key_ok(p) {
+            if !refused(&r, p, None, op) {
                 assert_eq!(r.expect("keys"), m.keys(p), "{op:?}");
-            } else {
-                assert!(is_key_error(&r), "{op:?}: {r:?}");
             }
         }
         Op::GetMany(ref keys) => {
             let names: Vec<&str> = keys.iter().take(8).map(|k| k.name()).collect();
             let r = store.get_many(&names);
-            if names.iter().all(|k| Model::key_ok(k)) {
+            if !names.iter().any(|k| refused(&r, k, None, op)) {
                 let expected: Vec<Option<Value>> = names
                     .iter()
                     .map(|k| m.live(k).map(|(v, _)| v.clone()))
                     .collect();
                 assert_eq!(r.expect("get_many"), expected, "{op:?}");
-            } else {
-                assert!(is_key_error(&r), "{op:?}: {r:?}");
             }
         }
         Op::SetMany(ref items, ttl) => {
