@@ -11,6 +11,10 @@ Three tasks serve a connection:
 
 Whichever ends first ends the connection, and the teardown runs the same way for every ending:
 each channel's leave handler, its presences removed (with the leave diffs), the mailbox closed.
+
+Every frame goes out through the connection's bounded outbox (``_outbox.py``): no task ever waits
+for the client, and a client that lets more than ``max_outbox_chars`` characters pile up is
+dropped (close 1008), which ends the connection like any other ending.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from urllib.parse import parse_qsl
 import hornbeam_erlang as hb
 
 from . import _presence_store as presence
+from ._outbox import Outbox
 from ._registry import Channel, find
 from ._socket import Socket
 from ._wire import (
@@ -93,11 +98,12 @@ class Options:
     """Settings shared by the connections of one endpoint."""
 
     __slots__ = ("heartbeat_timeout", "max_frame_bytes", "on_connect", "rate_limit", "rate_burst",
-                 "max_channels")
+                 "max_channels", "max_outbox_chars")
 
     def __init__(self, heartbeat_timeout: Optional[float], max_frame_bytes: int,
                  on_connect: Optional[ConnectHook], rate_limit: Optional[float] = None,
-                 rate_burst: int = 100, max_channels: Optional[int] = None) -> None:
+                 rate_burst: int = 100, max_channels: Optional[int] = None,
+                 max_outbox_chars: Optional[int] = None) -> None:
         self.heartbeat_timeout = heartbeat_timeout
         self.max_frame_bytes = max_frame_bytes
         self.on_connect = on_connect
@@ -106,6 +112,9 @@ class Options:
         self.rate_burst = rate_burst
         # Channels one connection may have joined (or be joining) at once; None: no cap.
         self.max_channels = max_channels
+        # Characters that may wait for one client before it is dropped as too slow; None: no
+        # outbox, sends wait for the client (one that stops reading stalls its own connection).
+        self.max_outbox_chars = max_outbox_chars
 
 
 class ChannelState:
@@ -184,6 +193,18 @@ def _normalize_event(result: Any, socket: Socket) -> tuple[Optional[tuple[str, A
                     f"or ('stop', reason, socket), not {result!r}")
 
 
+def _outbox_for(send: Send, name: str, max_chars: int) -> Outbox:
+    # The outbox holds the ASGI send, not the connection: no reference cycle keeps a finished
+    # connection (and its mailbox's descriptor) alive until the next garbage collection.
+    async def send_frame(text: str) -> None:
+        await send({"type": "websocket.send", "text": text})
+
+    async def send_close(code: int, reason: str) -> None:
+        await send({"type": "websocket.close", "code": code, "reason": reason})
+
+    return Outbox(send_frame, send_close, name=name, max_chars=max_chars)
+
+
 class Connection:
     """The server side of one client socket."""
 
@@ -211,27 +232,31 @@ class Connection:
         self.tokens = float(options.rate_burst)
         self.tokens_at = self.last_seen
         self.rate_limited = 0  # events refused so far (for logs and tests)
+        self.outbox: Optional[Outbox] = None
+        if options.max_outbox_chars is not None:
+            self.outbox = _outbox_for(send, self.session_id, options.max_outbox_chars)
 
     # ---- sending -------------------------------------------------------------------------
 
     async def send_text(self, text: str) -> None:
-        if self.closed:
-            raise _Closed
-        try:
-            async with self.send_lock:
-                await self._send({"type": "websocket.send", "text": text})
-        except Exception as exc:
-            self.closed = True
-            raise _Closed from exc
+        await self.send_many([text])
 
     async def send_many(self, frames: list[str]) -> None:
+        """Sends ``frames`` in order; raises `_Closed` when the client is gone or was dropped."""
         if self.closed:
             raise _Closed
+        outbox = self.outbox
         try:
-            async with self.send_lock:
-                for text in frames:
-                    await self._send({"type": "websocket.send", "text": text})
+            if outbox is not None:
+                for text in frames:  # never waits for the client
+                    await outbox.send(text)
+            else:
+                async with self.send_lock:
+                    for text in frames:
+                        await self._send({"type": "websocket.send", "text": text})
         except Exception as exc:
+            # The client is gone, or the outbox dropped it (`SlowConsumer`: logged, close 1008
+            # attempted): either way the connection ends.
             self.closed = True
             raise _Closed from exc
 
@@ -247,6 +272,9 @@ class Connection:
         await self.send_text(encode(None, None, topic, f"{family}_error", {"reason": reason}))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.outbox is not None:
+            # What still waits is for a connection that is ending: discarded, writer stopped.
+            self.outbox.cancel()
         if self.closed:
             return
         self.closed = True

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
 from ._connection import ConnectHook, Connection, Options
+from ._outbox import DEFAULT_MAX_CHARS
 from ._origin import origin_allowed, refuse_handshake
 
 log = logging.getLogger("hornbeam_channels")
@@ -38,7 +39,8 @@ class ChannelsEndpoint:
                  allowed_origins: Optional[list[str]] = None,
                  rate_limit: Optional[float] = 50.0,
                  rate_burst: int = 100,
-                 max_channels: Optional[int] = 100) -> None:
+                 max_channels: Optional[int] = 100,
+                 max_outbox_chars: Optional[int] = DEFAULT_MAX_CHARS) -> None:
         base = "/" + path.strip("/") if path.strip("/") else ""
         self.path = base or "/"
         self.socket_paths = {base + "/websocket", base or "/"}
@@ -53,8 +55,12 @@ class ChannelsEndpoint:
         if max_channels is not None and (isinstance(max_channels, bool) or not isinstance(max_channels, int)
                                          or max_channels < 1):
             raise ValueError("max_channels must be a positive int, or None")
+        if max_outbox_chars is not None and (isinstance(max_outbox_chars, bool)
+                                             or not isinstance(max_outbox_chars, int)
+                                             or max_outbox_chars < 1):
+            raise ValueError("max_outbox_chars must be a positive int, or None")
         self.options = Options(heartbeat_timeout, max_frame_bytes, on_connect, rate_limit,
-                               rate_burst, max_channels)
+                               rate_burst, max_channels, max_outbox_chars)
         self._client: Optional[bytes] = None
         self.allowed_origins = allowed_origins
 
@@ -117,7 +123,8 @@ def asgi_endpoint(path: str = "/ws", app: Optional[ASGIApp] = None, *,
                   allowed_origins: Optional[list[str]] = None,
                   rate_limit: Optional[float] = 50.0,
                   rate_burst: int = 100,
-                  max_channels: Optional[int] = 100) -> ChannelsEndpoint:
+                  max_channels: Optional[int] = 100,
+                  max_outbox_chars: Optional[int] = DEFAULT_MAX_CHARS) -> ChannelsEndpoint:
     """An ASGI app serving the channels defined with :func:`channel`.
 
     * WebSocket at ``<path>/websocket`` (where both JavaScript clients connect when given
@@ -147,9 +154,18 @@ def asgi_endpoint(path: str = "/ws", app: Optional[ASGIApp] = None, *,
     cap). A join of one more topic is not handled: it gets an error reply ``{"reason": "too many
     channels"}`` and the connection keeps serving the channels it has; a leave frees a slot, and
     joining a topic again (which replaces the old join) needs none.
+
+    Slow consumers: no connection ever waits for its client. What the client's transport cannot
+    take yet waits in the connection's outbox; once more than ``max_outbox_chars`` characters
+    (256 Ki by default) wait, the client is dropped: one warning is logged, a close 1008 ("too
+    slow") is attempted, and the connection ends as if the client had left (leave handlers run,
+    presences are removed, the mailbox is closed). So a client that stops reading costs a bounded
+    amount of memory and never holds back the others. None disables the outbox: sends then wait
+    for the client, and one that stops reading stalls its own connection (only its mailbox's
+    bound, then a ``lagged`` resync, bounds its memory).
     """
     return ChannelsEndpoint(path, app, heartbeat_timeout=heartbeat_timeout,
                             max_frame_bytes=max_frame_bytes, on_connect=on_connect,
                             serve_client=serve_client, allowed_origins=allowed_origins,
                             rate_limit=rate_limit, rate_burst=rate_burst,
-                            max_channels=max_channels)
+                            max_channels=max_channels, max_outbox_chars=max_outbox_chars)
