@@ -240,7 +240,8 @@ async def _converse(query: bytes, limit: int, messages: list[tuple[str, Any]]
             log[-1][2].append(message.get("text", message.get("bytes")))
 
     conn = Connection({"type": "websocket", "query_string": query}, receive, send,
-                      Options(heartbeat_timeout=None, max_frame_bytes=limit, on_connect=None))
+                      Options(heartbeat_timeout=None, max_frame_bytes=limit, on_connect=None,
+                              max_channels=100, max_outbox_chars=256 * 1024))
     conn.mailbox = hb.Mailbox()
     conn.mailbox.subscribe(_wire.session_bus(conn.session_id))
     try:
