@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 quick=0
 [[ "${1:-}" == "--quick" ]] && quick=1
 CARGO=${CARGO:-cargo}
-VG=(valgrind -q --error-exitcode=99)
+VG=(valgrind -q --error-exitcode=99 --fair-sched=yes)
 
 echo "== memcheck: Rust test binaries"
 mapfile -t bins < <($CARGO test -p hornbeam-core -p hornbeam-ffi --no-run --message-format=json 2>/dev/null |

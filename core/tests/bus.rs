@@ -196,7 +196,7 @@ fn close_removes_everything_and_wakes_receivers() {
         assert_eq!(bus.subscription_count(), 2);
         let waiter = {
             let mb = mb.clone();
-            std::thread::spawn(move || mb.recv_timeout(Some(Duration::from_secs(10))))
+            std::thread::spawn(move || mb.recv_timeout(Some(Duration::from_secs(120))))
         };
         std::thread::sleep(Duration::from_millis(50));
         mb.close();
