@@ -52,6 +52,9 @@ pub(crate) struct Shared {
     small: usize,
     /// Messages dropped since the last lag notice was queued.
     dropped: AtomicU64,
+    /// Large messages queued: while 0, a small message needs no byte check. It sits beside
+    /// `dropped`, on the line every push reads anyway, and only large messages write it.
+    large_queued: AtomicUsize,
     notifier: OnceLock<Notifier>,
     /// The ready set this mailbox reports to, if attached (see [`ReadySet`]).
     ready: OnceLock<Arc<ReadyInner>>,
@@ -75,6 +78,7 @@ impl Shared {
             popped_n: PaddedUsize::default(),
             small: config.max_bytes.max(1) / config.capacity.max(1),
             dropped: AtomicU64::new(0),
+            large_queued: AtomicUsize::new(0),
             notifier: OnceLock::new(),
             ready: OnceLock::new(),
             in_ready: WakeFlag::new(),
@@ -89,11 +93,11 @@ impl Shared {
     pub(crate) fn push(&self, msg: &Message) -> bool {
         let len = msg.size();
         // Messages of at most `small` bytes alone cannot break the byte bound: `capacity` of them
-        // fit in `max_bytes`. Only larger ones are counted (two counters, written by them alone),
-        // so the common small message costs no extra atomic write; it is checked against the
-        // bound only while large messages are queued (found by fuzz/mailbox_model).
+        // fit in `max_bytes`. Only larger ones are counted (counters written by them alone), so
+        // the common small message costs no extra atomic write; it is checked against the bound
+        // only while large messages are queued (found by fuzz/mailbox_model).
         let large = len > self.small;
-        if (large || self.large_queued()) && !self.room_for(len) {
+        if (large || self.large_queued.load(Ordering::Relaxed) != 0) && !self.room_for(len) {
             self.dropped.fetch_add(1, Ordering::AcqRel);
             return false;
         }
@@ -105,6 +109,7 @@ impl Shared {
         if large {
             self.publisher.pushed.fetch_add(len, Ordering::Relaxed);
             self.publisher.pushed_n.fetch_add(1, Ordering::Relaxed);
+            self.large_queued.fetch_add(1, Ordering::Relaxed);
         }
         crate::valgrind::happens_before(msg.data.as_ptr());
         match self.tx.try_send(Item {
@@ -119,20 +124,13 @@ impl Shared {
                 if large {
                     self.publisher.pushed.fetch_sub(len, Ordering::Relaxed);
                     self.publisher.pushed_n.fetch_sub(1, Ordering::Relaxed);
+                    self.large_queued.fetch_sub(1, Ordering::Relaxed);
                 }
                 self.dropped
                     .fetch_add(item.lagged_before + 1, Ordering::AcqRel);
                 false
             }
         }
-    }
-
-    /// Whether large messages may be queued, as far as this publisher last saw (a stale view
-    /// says yes; [`Shared::room_for`] then reads the consumer's counters again).
-    #[inline]
-    fn large_queued(&self) -> bool {
-        self.publisher.pushed.load(Ordering::Relaxed)
-            != self.publisher.popped_seen.load(Ordering::Relaxed)
     }
 
     /// Whether a message of `len` bytes fits: the large messages queued, plus `small` for each
@@ -195,6 +193,7 @@ impl Shared {
         if msg.size() > self.small {
             self.popped_bytes.0.fetch_add(msg.size(), Ordering::Relaxed);
             self.popped_n.0.fetch_add(1, Ordering::Relaxed);
+            self.large_queued.fetch_sub(1, Ordering::Relaxed);
         }
         if item.lagged_before > 0 {
             held.put(msg);
