@@ -1,7 +1,8 @@
 """Slow consumers in the other apps that push to WebSocket clients (issue 9, hardening).
 
 The Zenith and Velithon chats, the guide's pub/sub chat and its live dashboard all write their
-sockets through ``examples/_outbox.py``. For each app, on a real uvicorn: silent raw-socket clients
+sockets through ``examples/_outbox.py`` (the channels layer's `hornbeam_channels.Outbox`). For
+each app, on a real uvicorn: silent raw-socket clients
 (small ``SO_RCVBUF``, never read after the handshake) share the app with clients that read. The
 readers get every message (the chats) or keep getting fresh snapshots (the dashboard); every silent
 client is dropped by the policy (the server logs it, the app forgets its user, and the server

@@ -30,6 +30,7 @@ from __future__ import annotations
 from ._api import broadcast, broadcast_from, push
 from ._endpoint import CLIENT_JS, ChannelsEndpoint, asgi_endpoint
 from ._origin import OriginGuard, origin_allowed
+from ._outbox import Outbox, SlowConsumer
 from ._registry import Channel, channel, get_channel, list_channels, unregister
 from ._socket import Socket
 
@@ -38,7 +39,9 @@ __all__ = [
     "Channel",
     "ChannelsEndpoint",
     "OriginGuard",
+    "Outbox",
     "Socket",
+    "SlowConsumer",
     "asgi_endpoint",
     "broadcast",
     "broadcast_from",

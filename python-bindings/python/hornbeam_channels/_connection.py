@@ -234,7 +234,8 @@ class Connection:
         self.rate_limited = 0  # events refused so far (for logs and tests)
         self.outbox: Optional[Outbox] = None
         if options.max_outbox_chars is not None:
-            self.outbox = _outbox_for(send, self.session_id, options.max_outbox_chars)
+            self.outbox = _outbox_for(send, f"channel connection {self.session_id}",
+                                      options.max_outbox_chars)
 
     # ---- sending -------------------------------------------------------------------------
 

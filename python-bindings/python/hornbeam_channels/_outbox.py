@@ -1,21 +1,20 @@
-"""The outgoing frames of one channel connection, bounded: the slow-consumer policy.
+"""The outgoing text frames of one WebSocket, bounded: the slow-consumer policy.
 
-Every frame a connection sends (replies, pushes, broadcasts, presence diffs, heartbeat replies)
-goes through its `Outbox`, which never waits for the client:
+Every frame a connection sends goes through its `Outbox`, which never waits for the client:
 
-* while nothing is in flight a frame is sent directly: the ASGI send runs to completion in the
-  caller, as long as the transport accepts the data (the case of every client that keeps up);
+* while nothing is in flight a frame is sent directly: the send runs to completion in the caller,
+  as long as the transport accepts the data (the case of every client that keeps up), and costs
+  what ``await websocket.send_text(text)`` costs;
 * when the transport makes that send wait (its buffer is full: the client is not reading), a
   writer task finishes it and later frames queue behind it, in order;
 * once more than ``max_chars`` characters wait, the client is dropped by policy: the queue is
   discarded, one warning is logged, a close ``1008`` (`CLOSE_TOO_SLOW`) is attempted briefly and
-  `SlowConsumer` is raised, which ends the connection like a client leaving (its channels are
-  left, its presences removed, its mailbox closed).
+  `SlowConsumer` is raised, which ends the connection like a client leaving.
 
 So a client that stops reading costs at most ``max_chars`` characters plus the transport's
-buffers, and the bus keeps delivering to everyone else at full speed. The same policy as the
-example apps' ``examples/_outbox.py``, kept inside the library so the library does not depend on
-the examples.
+buffers, and the bus keeps delivering to everyone else at full speed. The channels layer sends
+every reply, push, broadcast and presence diff through one; the example chat apps use it too
+(``examples/_outbox.py``), exported as ``hornbeam_channels.Outbox``.
 """
 
 from __future__ import annotations
@@ -127,7 +126,7 @@ class Outbox:
         if self.dropped:
             return
         self.dropped = True
-        log.warning("channel connection %s is not reading (%d characters queued): dropping it",
+        log.warning("%s is not reading (%d characters queued): dropping it",
                     self.name, self.queued)
         self.cancel()
         # The close frame waits behind what the client does not read: try briefly.
