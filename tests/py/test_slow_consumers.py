@@ -13,13 +13,10 @@ up, dropped past the bound.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import socket
-import struct
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,7 +25,9 @@ import websockets
 
 from examples.websocket_chat import app as chat
 from examples.websocket_chat.app import OUTBOX_MAX_CHARS
+
 from hornbeam_erlang import publish, subscribe, unsubscribe
+from test_slow_consumers_apps import rss_kib, silent_client as raw_silent_client
 
 ROOM = "slow"
 SILENT = 100
@@ -38,37 +37,9 @@ TEXT = "x" * 1900  # near MAX_TEXT_CHARS, so the silent clients' backlog grows f
 TALKER_WAIT = 30.0  # seconds one message may take to come back (generous: a bound, not a benchmark)
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def silent_client(port: int, name: str) -> socket.socket:
-    """A raw WebSocket client that handshakes, joins, and then never reads again.
-
-    A small receive buffer keeps the kernel from absorbing the backlog for the server."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /ws/{ROOM} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)  # byte by byte: nothing past the handshake is read
-        assert chunk, "server closed during the handshake"
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101"), head
-    payload = json.dumps({"type": "join", "username": name}).encode()
-    mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    assert len(payload) < 126
-    sock.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked)
-    return sock
+    """A raw WebSocket client that handshakes, joins as ``name``, and then never reads again."""
+    return raw_silent_client(port, f"/ws/{ROOM}", {"type": "join", "username": name})
 
 
 async def talker(base: str, name: str, received: dict[str, list[int]], total: int,
