@@ -52,6 +52,20 @@ impl Value {
         }
     }
 
+    /// The text, when this value is a MessagePack str (a bin of UTF-8 bytes is not a string).
+    pub fn as_str(&self) -> Option<&str> {
+        let Value::Bytes(b) = self else { return None };
+        let start = match b.first()? {
+            0xa0..=0xbf => 1,
+            0xd9 => 2,
+            0xda => 3,
+            0xdb => 5,
+            _ => return None,
+        };
+        // A stored value is exactly one value: the string runs to the end.
+        std::str::from_utf8(b.get(start..)?).ok()
+    }
+
     /// The integer, when this value is a counter.
     pub fn as_int(&self) -> Option<i64> {
         match self {
@@ -326,6 +340,24 @@ mod tests {
         };
         assert!(validate(&at(MAX_DEPTH)).is_ok());
         assert!(validate(&at(MAX_DEPTH + 1)).is_err());
+    }
+
+    #[test]
+    fn as_str_reads_every_str_width_and_nothing_else() {
+        for text in [
+            "",
+            "héllo",
+            &"x".repeat(40),
+            &"y".repeat(300),
+            &"z".repeat(70_000),
+        ] {
+            let v = Value::encode(text).unwrap();
+            assert_eq!(v.as_str(), Some(text));
+        }
+        let bin = Value::from_msgpack(&[0xc4, 0x03, b'a', b'b', b'c'], "k").unwrap();
+        assert_eq!(bin.as_str(), None);
+        assert_eq!(Value::Int(7).as_str(), None);
+        assert_eq!(Value::encode(&["a"]).unwrap().as_str(), None);
     }
 
     #[test]

@@ -227,10 +227,7 @@ pub unsafe extern "C" fn hb_get_str(
         // SAFETY: forwarded from this function's contract.
         let (e, key) = unsafe { engine_key(engine, key, key_len) }?;
         let v = found(e, key)?;
-        // Only a MessagePack str: rmp-serde would also read a bin of UTF-8 bytes as a String
-        // (found by fuzz/python/fuzz_decode.py).
-        let is_str = matches!(&v, Value::Bytes(b) if matches!(b[0], 0xa0..=0xbf | 0xd9..=0xdb));
-        let s: String = is_str.then(|| v.decode().ok()).flatten().ok_or_else(|| {
+        let s = v.as_str().ok_or_else(|| {
             fail(
                 HbStatus::HB_INVALID_VALUE,
                 format!("value of key {key:?} is not a string"),

@@ -25,16 +25,21 @@ from test_channels import CONTROL, FAMILIES, Client, run, unique
 DEEP = "[" * 20_000 + "]" * 20_000  # 40 KB: under every app's frame limit, far over recursion's
 
 
-def raw_ws(port: int, path: str) -> socket.socket:
-    """A raw client socket past the WebSocket handshake (to send what no library would)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+def raw_ws(port: int, path: str, rcvbuf: int | None = None) -> socket.socket:
+    """A raw client socket past the WebSocket handshake (to send what no library would); a small
+    ``rcvbuf`` keeps the kernel from absorbing a backlog for the server."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                   "Sec-WebSocket-Version: 13\r\n\r\n").encode())
     head = b""
     while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
+        chunk = sock.recv(1)  # byte by byte: nothing past the handshake is read
         assert chunk, "closed during the handshake"
         head += chunk
     assert head.startswith(b"HTTP/1.1 101"), head

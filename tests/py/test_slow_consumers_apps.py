@@ -13,7 +13,6 @@ silent clients' backlog would cost.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import socket
@@ -29,6 +28,7 @@ import pytest
 import websockets
 
 from examples._outbox import OUTBOX_MAX_CHARS
+from test_bad_input_wire import raw_ws
 
 SILENT = 10
 TALKERS = 3
@@ -103,20 +103,7 @@ def ws_frame(payload: bytes) -> bytes:
 def silent_client(port: int, path: str, first: Optional[dict[str, Any]]) -> socket.socket:
     """Handshakes, sends ``first`` (if any), and never reads again; a small receive buffer keeps
     the kernel from absorbing the backlog for the server."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(10)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)  # byte by byte: nothing past the handshake is read
-        assert chunk, "server closed during the handshake"
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101"), head
+    sock = raw_ws(port, path, rcvbuf=4096)
     if first is not None:
         sock.sendall(ws_frame(json.dumps(first).encode()))
     return sock

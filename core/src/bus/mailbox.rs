@@ -26,16 +26,14 @@ struct Item {
 #[derive(Default)]
 struct PaddedUsize(AtomicUsize);
 
-/// The publishers' counters, on one line: bytes ever accepted, and the last value of the
-/// consumer's counter they read (re-read only when the bound looks reached, so a publisher does
-/// not pull the consumer's cache line on every message).
+/// The publishers' counters, on one line: large-message bytes ever accepted, and the last value
+/// of the consumer's counter they read (re-read only when the bound looks reached, so a publisher
+/// does not pull the consumer's cache line on every message).
 #[repr(align(128))]
 #[derive(Default)]
 struct PublisherSide {
     pushed: AtomicUsize,
-    pushed_n: AtomicUsize,
     popped_seen: AtomicUsize,
-    popped_seen_n: AtomicUsize,
 }
 
 /// The publisher-facing side of a mailbox, held by the subscription trie.
@@ -47,7 +45,6 @@ pub(crate) struct Shared {
     /// Bytes ever accepted (written by publishers) and ever taken (written by the consumer).
     publisher: PublisherSide,
     popped_bytes: PaddedUsize,
-    popped_n: PaddedUsize,
     /// Largest message that is not counted against `max_bytes` (`max_bytes / capacity`).
     small: usize,
     /// Messages dropped since the last lag notice was queued.
@@ -75,7 +72,6 @@ impl Shared {
             max_bytes: config.max_bytes.max(1),
             publisher: PublisherSide::default(),
             popped_bytes: PaddedUsize::default(),
-            popped_n: PaddedUsize::default(),
             small: config.max_bytes.max(1) / config.capacity.max(1),
             dropped: AtomicU64::new(0),
             large_queued: AtomicUsize::new(0),
@@ -108,7 +104,6 @@ impl Shared {
         };
         if large {
             self.publisher.pushed.fetch_add(len, Ordering::Relaxed);
-            self.publisher.pushed_n.fetch_add(1, Ordering::Relaxed);
             self.large_queued.fetch_add(1, Ordering::Relaxed);
         }
         crate::valgrind::happens_before(msg.data.as_ptr());
@@ -123,7 +118,6 @@ impl Shared {
             Err(TrySendError::Full(item)) | Err(TrySendError::Disconnected(item)) => {
                 if large {
                     self.publisher.pushed.fetch_sub(len, Ordering::Relaxed);
-                    self.publisher.pushed_n.fetch_sub(1, Ordering::Relaxed);
                     self.large_queued.fetch_sub(1, Ordering::Relaxed);
                 }
                 self.dropped
@@ -137,36 +131,24 @@ impl Shared {
     /// small one queued, plus this one, within `max_bytes`. An oversized message still fits in
     /// an empty mailbox, so it is never undeliverable.
     fn room_for(&self, len: usize) -> bool {
-        let fits = |popped: usize, popped_n: usize| {
+        let large_n = self.large_queued.load(Ordering::Relaxed);
+        let fits = |popped: usize| {
             let used = self
                 .publisher
                 .pushed
                 .load(Ordering::Relaxed)
                 .saturating_sub(popped);
-            let large_n = self
-                .publisher
-                .pushed_n
-                .load(Ordering::Relaxed)
-                .saturating_sub(popped_n);
             let small_n = self.rx.len().saturating_sub(large_n);
             let total = used + len + small_n * self.small;
             total <= self.max_bytes || (used == 0 && self.rx.is_empty())
         };
-        let seen = (
-            self.publisher.popped_seen.load(Ordering::Relaxed),
-            self.publisher.popped_seen_n.load(Ordering::Relaxed),
-        );
-        if fits(seen.0, seen.1) {
+        if fits(self.publisher.popped_seen.load(Ordering::Relaxed)) {
             return true;
         }
-        // The cached view of the consumer's counters is stale: read them again.
+        // The cached view of the consumer's counter is stale: read it again.
         let popped = self.popped_bytes.0.load(Ordering::Relaxed);
-        let popped_n = self.popped_n.0.load(Ordering::Relaxed);
         self.publisher.popped_seen.store(popped, Ordering::Relaxed);
-        self.publisher
-            .popped_seen_n
-            .store(popped_n, Ordering::Relaxed);
-        fits(popped, popped_n)
+        fits(popped)
     }
 
     #[inline]
@@ -192,7 +174,6 @@ impl Shared {
         crate::valgrind::happens_after(msg.data.as_ptr());
         if msg.size() > self.small {
             self.popped_bytes.0.fetch_add(msg.size(), Ordering::Relaxed);
-            self.popped_n.0.fetch_add(1, Ordering::Relaxed);
             self.large_queued.fetch_sub(1, Ordering::Relaxed);
         }
         if item.lagged_before > 0 {
