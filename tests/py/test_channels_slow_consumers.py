@@ -30,7 +30,7 @@ from test_slow_consumers_apps import (
 )
 
 from hornbeam_channels import asgi_endpoint
-from hornbeam_channels._outbox import DEFAULT_MAX_CHARS
+from hornbeam_channels.outbox import DEFAULT_MAX_CHARS
 
 SILENT = 12
 TALKERS = 3

@@ -17,7 +17,7 @@ import fuzz_wire  # noqa: E402
 CORPUS = sorted((ROOT / "fuzz" / "python" / "corpus" / "wire").iterdir())
 JOIN = b'["1","1","fz:a","hb_join",{}]'
 
-# Inputs that failed the property, with what was wrong (fixed in hornbeam_channels/_connection.py).
+# Inputs that failed the property, with what was wrong (fixed in hornbeam_channels/_decode.py).
 FOUND = {
     # An unpaired surrogate escape (`\ud800`) in a topic: the join raised UnicodeEncodeError out
     # of the read loop (topic_bus encodes the topic), ending the connection with a traceback.
@@ -64,9 +64,9 @@ def test_the_property_catches_a_wrong_answer(monkeypatch: pytest.MonkeyPatch) ->
     # `1e400` echo must fail it.
     import json
 
-    from hornbeam_channels import _connection
+    from hornbeam_channels import _decode
 
-    monkeypatch.setattr(_connection, "_loads", json.JSONDecoder(
-        parse_constant=_connection._reject_constant).decode)
+    monkeypatch.setattr(_decode, "loads", json.JSONDecoder(
+        parse_constant=_decode.reject_constant).decode)
     with pytest.raises(fuzz_wire.Mismatch, match="not strict JSON"):
         fuzz_wire.check(FOUND["overflowing_number_echo"])

@@ -4,13 +4,14 @@ and outside any handler, in any process sharing the engine (``HORNBEAM_URL``).""
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Optional
 
 import hornbeam_erlang as hb
 
-from ._connection import live
+from ._connection import ChannelState, live
 from ._socket import Socket
-from ._wire import encode, session_bus, topic_bus
+from . import _envelope as envelope
+from ._wire import encode
 
 
 def _check_topic(topic: Any) -> str:
@@ -25,13 +26,14 @@ def broadcast(topic: str, event: str, payload: Any) -> int:
     Returns what ``hornbeam_erlang.publish`` returns (the mailboxes reached).
     """
     frame = encode(None, None, _check_topic(topic), event, payload)
-    return int(hb.publish(topic_bus(topic), ["b", frame, None]))
+    return int(hb.publish(envelope.topic_bus(topic), envelope.broadcast(frame)))
 
 
 def broadcast_from(socket: Socket, event: str, payload: Any) -> int:
     """Like :func:`broadcast` to ``socket.topic``, except to ``socket``'s own channel."""
     frame = encode(None, None, _check_topic(socket.topic), event, payload)
-    return int(hb.publish(topic_bus(socket.topic), ["b", frame, socket.channel_id]))
+    return int(hb.publish(envelope.topic_bus(socket.topic),
+                          envelope.broadcast(frame, socket.channel_id)))
 
 
 def push(socket: Socket, event: str, payload: Any) -> bool:
@@ -51,5 +53,19 @@ def push(socket: Socket, event: str, payload: Any) -> bool:
         if state.busy or not state.joined:
             state.outbox.append(frame)
             return True
-    return hb.publish(session_bus(socket.session_id),
-                      ["p", socket.join_ref, socket.topic, frame]) > 0
+    return hb.publish(envelope.session_bus(socket.session_id),
+                      envelope.push(socket.join_ref, socket.topic, frame)) > 0
+
+
+def owner_of(socket: Socket) -> Optional[ChannelState]:
+    """The live channel ``socket`` stands for in this process (what owns its presences), or None
+    when it has ended or is served by another process."""
+    if not isinstance(socket, Socket):
+        raise TypeError(f"expected a hornbeam_channels.Socket, not {type(socket).__name__}")
+    conn = live.get(socket.session_id)
+    if conn is None:
+        return None
+    state = conn.channels.get(socket.topic)
+    if state is None or state.join_ref != socket.join_ref:
+        return None
+    return state

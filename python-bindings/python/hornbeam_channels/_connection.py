@@ -1,18 +1,22 @@
-"""One WebSocket connection: its joined channels, its mailbox, and the protocol state machine.
+"""One WebSocket connection: its joined channels and the protocol state machine.
 
-Three tasks serve a connection:
+Tasks that serve a connection:
 
 * the reader takes client frames in order and runs the handlers (one frame at a time, so the
   handlers of one connection never race each other);
-* the pump forwards what the bus delivers to the connection's mailbox: broadcasts to the topics
-  it joined and pushes addressed to it, from this process or any other;
+* the process's topic fan-out (``broadcasts``, :mod:`hornbeam_channels.fanout`) writes what is
+  broadcast to a joined topic straight into the connection's outbox, one mailbox and one task per
+  topic for every connection of the process;
+* the push pump forwards pushes addressed to this connection (its own small mailbox: a push names
+  one connection, from this process or any other);
 * the watchdog closes a connection that stopped sending (not even heartbeats) and keeps its
   presence entries alive in the store.
 
-Whichever ends first ends the connection, and the teardown runs the same way for every ending:
-each channel's leave handler, its presences removed (with the leave diffs), the mailbox closed.
+Whichever ends first ends the connection (the outbox ending, when the client was dropped as too
+slow, counts), and the teardown runs the same way for every ending: each channel's leave handler,
+its presences removed (with the leave diffs), its fan-out groups left, the mailbox closed.
 
-Every frame goes out through the connection's bounded outbox (``_outbox.py``): no task ever waits
+Every frame goes out through the connection's bounded outbox (``outbox.py``): no task ever waits
 for the client, and a client that lets more than ``max_outbox_chars`` characters pile up is
 dropped (close 1008), which ends the connection like any other ending.
 """
@@ -20,35 +24,29 @@ dropped (close 1008), which ends the connection like any other ending.
 from __future__ import annotations
 
 import asyncio
-import inspect
-import json
 import logging
 import threading
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Optional
 from urllib.parse import parse_qsl
 
 import hornbeam_erlang as hb
 
-from . import _presence_store as presence
-from ._outbox import Outbox
+from . import _decode
+from . import _envelope as envelope
+from . import presence_store as presence
+from ._options import ConnectHook, Options
+from ._ratelimit import TokenBucket
 from ._registry import Channel, find
+from ._results import call, normalize_event, normalize_join
 from ._socket import Socket
-from ._wire import (
-    check_topic,
-    encode,
-    new_session_id,
-    reason_payload,
-    reply_payload,
-    session_bus,
-    topic_bus,
-)
+from ._wire import check_topic, encode, new_session_id, reason_payload, reply_payload, session_bus
+from .asgi import Receive, Scope, Send
+from .fanout import Fanout
+from .outbox import Outbox
+
+__all__ = ["ChannelState", "ConnectHook", "Connection", "Options", "broadcasts", "live"]
 
 log = logging.getLogger("hornbeam_channels")
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ConnectHook = Callable[[dict[str, str], Scope], Any]
 
 #: Connections served by this process, by session id (``push`` looks its target up here).
 live: dict[str, "Connection"] = {}
@@ -60,68 +58,22 @@ RATE_LIMITED = "rate_limited"
 TOO_MANY_CHANNELS = "too many channels"
 
 
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN and Infinity; browsers' JSON.parse does not, so letting them
-    # through would break every client a handler echoes or broadcasts them to.
-    raise ValueError(f"{name} is not JSON")
+def _resync(topic: str, dropped: int) -> str:
+    # Dropped messages may have been presence diffs: a fresh presence_state (made once, for every
+    # member: no join_ref, as a broadcast) lets every client's syncState put its list right again.
+    return encode(None, None, topic, "presence_state", presence.list_topic(topic))
 
 
-_INF = float("inf")
-
-
-def _finite_float(text: str) -> float:
-    # `1e400` reads as infinity, which would go back out as `Infinity`, like the tokens above.
-    value = float(text)
-    if value in (_INF, -_INF):
-        raise ValueError(f"{text} overflows a double")
-    return value
-
-
-_loads = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float).decode
-_dumps = json.JSONEncoder(ensure_ascii=False).encode
-
-
-def _unpaired_surrogate(frame: Any) -> bool:
-    # A `\ud800` escape alone decodes to a str that is not valid Unicode: it could neither be
-    # sent back (UTF-8) nor stored or published, so the frame is refused as a whole.
-    try:
-        _dumps(frame).encode()
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-_MALFORMED = "malformed frame: expected a JSON array [join_ref, ref, topic, event, payload]"
-
-
-class Options:
-    """Settings shared by the connections of one endpoint."""
-
-    __slots__ = ("heartbeat_timeout", "max_frame_bytes", "on_connect", "rate_limit", "rate_burst",
-                 "max_channels", "max_outbox_chars")
-
-    def __init__(self, heartbeat_timeout: Optional[float], max_frame_bytes: int,
-                 on_connect: Optional[ConnectHook], rate_limit: Optional[float] = None,
-                 rate_burst: int = 100, max_channels: Optional[int] = None,
-                 max_outbox_chars: Optional[int] = None) -> None:
-        self.heartbeat_timeout = heartbeat_timeout
-        self.max_frame_bytes = max_frame_bytes
-        self.on_connect = on_connect
-        # Token bucket per connection: `rate_limit` events per second, up to `rate_burst` at once.
-        self.rate_limit = rate_limit
-        self.rate_burst = rate_burst
-        # Channels one connection may have joined (or be joining) at once; None: no cap.
-        self.max_channels = max_channels
-        # Characters that may wait for one client before it is dropped as too slow; None: no
-        # outbox, sends wait for the client (one that stops reading stalls its own connection).
-        self.max_outbox_chars = max_outbox_chars
+#: The process's fan-out of channel broadcasts (and presence diffs): one group per topic.
+broadcasts = Fanout(on_lag=_resync, render=envelope.read_broadcast, bus_topic=envelope.topic_bus,
+                    name="channels")
 
 
 class ChannelState:
     """A joined (or joining) channel of a connection."""
 
     __slots__ = ("topic", "join_ref", "family", "channel", "socket", "joined", "busy", "outbox",
-                 "presences", "bus_topic", "channel_id")
+                 "presences", "channel_id")
 
     def __init__(self, topic: str, join_ref: Any, family: str, channel: Channel,
                  socket: Socket) -> None:
@@ -136,73 +88,12 @@ class ChannelState:
         self.busy = False
         self.outbox: list[str] = []
         self.presences: dict[str, tuple[str, str]] = {}
-        self.bus_topic = topic_bus(topic)
         # Checked for every broadcast delivered (broadcast_from), so computed once.
         self.channel_id = socket.channel_id
 
 
 class _Closed(Exception):
     """The client is gone; sending failed."""
-
-
-def _is_ref(value: Any) -> bool:
-    return value is None or (isinstance(value, (str, int)) and not isinstance(value, bool))
-
-
-async def _call(func: Callable[..., Any], *args: Any) -> Any:
-    result = func(*args)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-def _normalize_join(result: Any, socket: Socket) -> tuple[str, Any, Socket]:
-    if isinstance(result, tuple) and len(result) in (2, 3) and result[0] in ("ok", "error"):
-        new = result[2] if len(result) == 3 else socket
-        if not isinstance(new, Socket):
-            raise TypeError(f"join handler returned {type(new).__name__} where a Socket goes")
-        return result[0], result[1], new
-    raise TypeError("join handler must return ('ok', reply), ('ok', reply, socket) or "
-                    f"('error', reason), not {result!r}")
-
-
-def _split_reply(reply: Any) -> tuple[str, Any]:
-    if isinstance(reply, tuple) and len(reply) == 2 and reply[0] in ("ok", "error"):
-        return reply[0], reply[1]
-    return "ok", reply
-
-
-def _normalize_event(result: Any, socket: Socket) -> tuple[Optional[tuple[str, Any]], bool, Socket]:
-    """(reply as (status, response) or None, stop?, new socket)."""
-    if isinstance(result, tuple) and result:
-        kind, rest = result[0], result[1:]
-        if kind == "noreply" and len(rest) <= 1:
-            new = rest[0] if rest else socket
-            if isinstance(new, Socket):
-                return None, False, new
-        elif kind == "reply" and len(rest) in (1, 2):
-            new = rest[1] if len(rest) == 2 else socket
-            if isinstance(new, Socket):
-                return _split_reply(rest[0]), False, new
-        elif kind == "stop" and len(rest) in (1, 2, 3):
-            new = rest[-1] if len(rest) >= 2 else socket
-            if isinstance(new, Socket):
-                reply = _split_reply(rest[1]) if len(rest) == 3 else None
-                return reply, True, new
-    raise TypeError("event handler must return ('reply', response, socket), ('noreply', socket) "
-                    f"or ('stop', reason, socket), not {result!r}")
-
-
-def _outbox_for(send: Send, name: str, max_chars: int) -> Outbox:
-    # The outbox holds the ASGI send, not the connection: no reference cycle keeps a finished
-    # connection (and its mailbox's descriptor) alive until the next garbage collection.
-    async def send_frame(text: str) -> None:
-        await send({"type": "websocket.send", "text": text})
-
-    async def send_close(code: int, reason: str) -> None:
-        await send({"type": "websocket.close", "code": code, "reason": reason})
-
-    return Outbox(send_frame, send_close, name=name, max_chars=max_chars)
 
 
 class Connection:
@@ -221,21 +112,18 @@ class Connection:
         self.params: dict[str, str] = query
         self.assigns: dict[str, Any] = {}
         self.channels: dict[str, ChannelState] = {}
-        self.by_bus: dict[str, ChannelState] = {}
         self.mailbox: Optional[hb.Mailbox] = None
         self.thread = threading.get_ident()
         self.loop = asyncio.get_running_loop()
         self.last_seen = self.loop.time()
-        self.send_lock = asyncio.Lock()
         self.closed = False
         self.ending = False
-        self.tokens = float(options.rate_burst)
-        self.tokens_at = self.last_seen
-        self.rate_limited = 0  # events refused so far (for logs and tests)
-        self.outbox: Optional[Outbox] = None
-        if options.max_outbox_chars is not None:
-            self.outbox = _outbox_for(send, f"channel connection {self.session_id}",
-                                      options.max_outbox_chars)
+        self.bucket = TokenBucket(options.rate_limit, options.rate_burst, self.last_seen)
+        # The only writer of the socket after accept. It holds the ASGI send, not the
+        # connection: no reference cycle keeps a finished connection (and its mailbox's
+        # descriptor) alive until the next garbage collection.
+        self.outbox = Outbox.for_asgi(send, name=f"channel connection {self.session_id}",
+                                      max_chars=options.max_outbox_chars)
 
     # ---- sending -------------------------------------------------------------------------
 
@@ -248,13 +136,8 @@ class Connection:
             raise _Closed
         outbox = self.outbox
         try:
-            if outbox is not None:
-                for text in frames:  # never waits for the client
-                    await outbox.send(text)
-            else:
-                async with self.send_lock:
-                    for text in frames:
-                        await self._send({"type": "websocket.send", "text": text})
+            for text in frames:  # never waits for the client
+                await outbox.send(text)
         except Exception as exc:
             # The client is gone, or the outbox dropped it (`SlowConsumer`: logged, close 1008
             # attempted): either way the connection ends.
@@ -273,10 +156,10 @@ class Connection:
         await self.send_text(encode(None, None, topic, f"{family}_error", {"reason": reason}))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        if self.outbox is not None:
-            # What still waits is for a connection that is ending: discarded, writer stopped.
-            self.outbox.cancel()
-        if self.closed:
+        # What still waits is for a connection that is ending: discarded, writer stopped.
+        self.outbox.cancel()
+        if self.closed or self.outbox.dropped:  # a dropped client was sent its close already
+            self.closed = True
             return
         self.closed = True
         try:
@@ -298,7 +181,8 @@ class Connection:
         self.mailbox.subscribe(session_bus(self.session_id))
         live[self.session_id] = self
         tasks = [asyncio.ensure_future(self._read_loop()), asyncio.ensure_future(self._pump()),
-                 asyncio.ensure_future(self._watchdog())]
+                 asyncio.ensure_future(self._watchdog()),
+                 asyncio.ensure_future(self.outbox.wait_ended())]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -315,7 +199,7 @@ class Connection:
         hook = self.options.on_connect
         if hook is not None:
             try:
-                verdict = await _call(hook, dict(self.params), self.scope)
+                verdict = await call(hook, dict(self.params), self.scope)
             except Exception:
                 log.exception("on_connect failed; refusing the connection")
                 verdict = False
@@ -339,6 +223,7 @@ class Connection:
                 await self._end_channel(state)
             except Exception:
                 log.exception("cleaning up channel %s failed", state.topic)
+        broadcasts.leave_all(self.outbox)
         if self.mailbox is not None:
             self.mailbox.close()
         await self.close()
@@ -363,6 +248,7 @@ class Connection:
     # ---- from the bus --------------------------------------------------------------------
 
     async def _pump(self) -> None:
+        """Forwards the pushes addressed to this connection (broadcasts go through the fan-out)."""
         mb = self.mailbox
         assert mb is not None
         while True:
@@ -373,55 +259,41 @@ class Connection:
                 return
             frames: list[str] = []
             lagged = 0
-            by_bus = self.by_bus
             for msg in batch:
                 if msg.lagged:
                     lagged += msg.lagged
-                data = msg.message
-                if not isinstance(data, (list, tuple)) or not data:
                     continue
-                kind = data[0]
-                if kind == "b":
-                    state = by_bus.get(msg.topic or "")
-                    if state is not None and state.joined and data[2] != state.channel_id:
-                        frames.append(data[1])
-                elif kind == "p":
-                    state = self.channels.get(data[2])
-                    if state is not None and state.join_ref == data[1]:
-                        if state.joined and not state.busy:
-                            frames.append(data[3])
-                        else:
-                            state.outbox.append(data[3])
+                push = envelope.read_push(msg.message)
+                if push is None:
+                    continue
+                state = self.channels.get(push.topic)
+                if state is not None and state.join_ref == push.join_ref:
+                    if state.joined and not state.busy:
+                        frames.append(push.frame)
+                    else:
+                        state.outbox.append(push.frame)
             if lagged:
-                frames.extend(self._resync(lagged))
+                log.warning("connection %s was too slow: %d pushes dropped", self.session_id,
+                            lagged)
             if frames:
                 await self.send_many(frames)
-
-    def _resync(self, lagged: int) -> list[str]:
-        # Dropped messages may have been presence diffs: a fresh presence_state lets every
-        # client's syncState put its list right again.
-        log.warning("connection %s was too slow: %d messages dropped", self.session_id, lagged)
-        return [encode(s.join_ref, None, s.topic, "presence_state", presence.list_topic(s.topic))
-                for s in self.channels.values() if s.joined]
 
     # ---- from the client -----------------------------------------------------------------
 
     def _take_token(self) -> bool:
         """Spends one token of the connection's bucket; False when it is empty (rate limited)."""
-        rate = self.options.rate_limit
-        if rate is None:
+        if self.bucket.take(self.loop.time()):
             return True
-        now = self.loop.time()
-        self.tokens = min(float(self.options.rate_burst), self.tokens + (now - self.tokens_at) * rate)
-        self.tokens_at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        self.rate_limited += 1
-        if self.rate_limited == 1 or self.rate_limited % 1000 == 0:
+        refused = self.bucket.refused
+        if refused == 1 or refused % 1000 == 0:
             log.warning("connection %s is over its rate limit: %d events refused",
-                        self.session_id, self.rate_limited)
+                        self.session_id, refused)
         return False
+
+    @property
+    def rate_limited(self) -> int:
+        """Events refused so far for the rate limit (for logs and tests)."""
+        return self.bucket.refused
 
     async def _read_loop(self) -> None:
         while True:
@@ -445,24 +317,24 @@ class Connection:
                 f"frame too large: {len(text.encode())} bytes, the limit is {limit} bytes")
             return
         try:
-            frame = _loads(text)
-            unpaired = "\\u" in text and _unpaired_surrogate(frame)
+            frame = _decode.loads(text)
+            unpaired = "\\u" in text and _decode.unpaired_surrogate(frame)
         except RecursionError:
-            await self.control_error(_MALFORMED + " (nested too deeply)")
+            await self.control_error(_decode.MALFORMED + " (nested too deeply)")
             return
         except ValueError:
-            await self.control_error(_MALFORMED + " (invalid JSON)")
+            await self.control_error(_decode.MALFORMED + " (invalid JSON)")
             return
         if unpaired:
-            await self.control_error(_MALFORMED + " (unpaired surrogate in a string)")
+            await self.control_error(_decode.MALFORMED + " (unpaired surrogate in a string)")
             return
         if not isinstance(frame, list) or len(frame) != 5:
-            await self.control_error(_MALFORMED)
+            await self.control_error(_decode.MALFORMED)
             return
         join_ref, ref, topic, event, payload = frame
-        if not (isinstance(topic, str) and isinstance(event, str) and _is_ref(join_ref)
-                and _is_ref(ref)):
-            await self.control_error(_MALFORMED + " (topic and event must be strings, refs "
+        if not (isinstance(topic, str) and isinstance(event, str) and _decode.is_ref(join_ref)
+                and _decode.is_ref(ref)):
+            await self.control_error(_decode.MALFORMED + " (topic and event must be strings, refs "
                                      "strings or null)")
             return
         if event == "heartbeat" and topic in _CONTROL_TOPICS:
@@ -516,8 +388,8 @@ class Connection:
             if channel.join_handler is None:
                 status = "ok"
             else:
-                result = await _call(channel.join_handler, topic, topic_params, params, socket)
-                status, response, socket = _normalize_join(result, socket)
+                result = await call(channel.join_handler, topic, topic_params, params, socket)
+                status, response, socket = normalize_join(result, socket)
             if status == "ok":
                 reply = encode(join_ref, ref, topic, f"{family}_reply",
                                reply_payload("ok", response))
@@ -538,11 +410,10 @@ class Connection:
             await self.send_text(reply)
             return
         state.socket = socket
-        assert self.mailbox is not None
-        # Subscribe before reading the presence list: a change after the read arrives as a
-        # diff, and the clients' sync applies diffs idempotently.
-        self.mailbox.subscribe(state.bus_topic)
-        self.by_bus[state.bus_topic] = state
+        # Join the topic's group before reading the presence list: a change after the read
+        # arrives as a diff, and the clients' sync applies diffs idempotently. Nothing is sent
+        # between the join and the frames below (no await), so the reply comes first.
+        broadcasts.join(topic, self.outbox, state.channel_id)
         state.joined = True
         frames = [reply, encode(join_ref, None, topic, "presence_state",
                                 presence.list_topic(topic))]
@@ -576,8 +447,8 @@ class Connection:
             return
         state.busy = True
         try:
-            result = await _call(handler, payload, state.socket)
-            reply, stop, socket = _normalize_event(result, state.socket)
+            result = await call(handler, payload, state.socket)
+            reply, stop, socket = normalize_event(result, state.socket)
             reply_frame = None if reply is None else encode(
                 join_ref, ref, topic, f"{family}_reply", reply_payload(*reply))
         except Exception:
@@ -608,16 +479,14 @@ class Connection:
     async def _end_channel(self, state: ChannelState, close_frame: bool = False,
                            before_close: Optional[list[str]] = None) -> None:
         """Ends a channel however it ends: leave handler, presences, unsubscribe, frames."""
-        if self.by_bus.get(state.bus_topic) is state:
-            del self.by_bus[state.bus_topic]
-            if self.mailbox is not None and not self.mailbox.closed:
-                self.mailbox.unsubscribe(state.bus_topic)
+        if state.joined:
+            broadcasts.leave(state.topic, self.outbox)
         was_joined = state.joined
         state.joined = False
         if was_joined and state.channel.leave_handler is not None:
             state.busy = True
             try:
-                await _call(state.channel.leave_handler, state.topic, state.socket)
+                await call(state.channel.leave_handler, state.topic, state.socket)
             except Exception:
                 log.exception("leave handler of topic %s failed", state.topic)
             finally:

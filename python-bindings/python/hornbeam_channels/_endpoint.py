@@ -7,9 +7,12 @@ import logging
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
-from ._connection import ConnectHook, Connection, Options
-from ._outbox import DEFAULT_MAX_CHARS
+from ._connection import Connection
+from ._options import ConnectHook, Options
 from ._origin import origin_allowed, refuse_handshake
+from .asgi import Receive, Scope, Send
+from .outbox import DEFAULT_MAX_CHARS
+from .routing import lifespan, respond, route_path
 
 log = logging.getLogger("hornbeam_channels")
 
@@ -17,15 +20,6 @@ log = logging.getLogger("hornbeam_channels")
 ASGIApp = Callable[..., Awaitable[None]]
 
 CLIENT_JS = Path(__file__).with_name("static") / "hornbeam.js"
-
-
-def _route_path(scope: dict[str, Any]) -> str:
-    # Mounted apps (Starlette's Mount) see the full path with the mount point in root_path.
-    path: str = scope.get("path", "/")
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root):]
-    return path or "/"
 
 
 class ChannelsEndpoint:
@@ -64,55 +58,33 @@ class ChannelsEndpoint:
         self._client: Optional[bytes] = None
         self.allowed_origins = allowed_origins
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
-                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "websocket" and _route_path(scope) in self.socket_paths:
+        if kind == "websocket" and route_path(scope) in self.socket_paths:
             if not origin_allowed(scope, self.allowed_origins):
                 await refuse_handshake(receive, send)
                 return
             await Connection(scope, receive, send, self.options).run()
-        elif kind == "http" and self.client_path and _route_path(scope) == self.client_path:
+        elif kind == "http" and self.client_path and route_path(scope) == self.client_path:
             await self._serve_client(scope, send)
         elif self.app is not None:
             await self.app(scope, receive, send)
         elif kind == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1008})
         elif kind == "http":
-            await _respond(send, 404, b"Not Found", "text/plain; charset=utf-8")
+            await respond(send, 404, b"Not Found", cache="no-cache")
 
-    async def _serve_client(self, scope: dict[str, Any],
-                            send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    async def _serve_client(self, scope: Scope, send: Send) -> None:
         if scope.get("method") not in ("GET", "HEAD"):
-            await _respond(send, 405, b"Method Not Allowed", "text/plain; charset=utf-8")
+            await respond(send, 405, b"Method Not Allowed", cache="no-cache")
             return
         if self._client is None:
             self._client = CLIENT_JS.read_bytes()
         body = b"" if scope.get("method") == "HEAD" else self._client
-        await _respond(send, 200, body, "application/javascript; charset=utf-8",
-                       length=len(self._client))
-
-
-async def _respond(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, body: bytes,
-                   content_type: str, length: Optional[int] = None) -> None:
-    headers = [(b"content-type", content_type.encode()),
-               (b"content-length", str(len(body) if length is None else length).encode()),
-               (b"cache-control", b"no-cache")]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _lifespan(receive: Callable[[], Awaitable[dict[str, Any]]],
-                    send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+        await respond(send, 200, body, "application/javascript; charset=utf-8",
+                      length=len(self._client), cache="no-cache")
 
 
 def asgi_endpoint(path: str = "/ws", app: Optional[ASGIApp] = None, *,
@@ -160,9 +132,14 @@ def asgi_endpoint(path: str = "/ws", app: Optional[ASGIApp] = None, *,
     (256 Ki by default) wait, the client is dropped: one warning is logged, a close 1008 ("too
     slow") is attempted, and the connection ends as if the client had left (leave handlers run,
     presences are removed, the mailbox is closed). So a client that stops reading costs a bounded
-    amount of memory and never holds back the others. None disables the outbox: sends then wait
-    for the client, and one that stops reading stalls its own connection (only its mailbox's
-    bound, then a ``lagged`` resync, bounds its memory).
+    amount of memory and never holds back the others. None never drops a client: what waits for
+    it is then unbounded (for trusted clients only).
+
+    Fan-out: a broadcast (and a presence diff) reaches the connections of each process through
+    that process's topic fan-out (:mod:`hornbeam_channels.fanout`): one mailbox and one task per
+    topic, encoded once by the sender, written to every member's outbox. When that task falls
+    behind far enough for its mailbox to drop messages, every member gets a fresh
+    ``presence_state`` of the topic (the diffs it lost may have been presence changes).
     """
     return ChannelsEndpoint(path, app, heartbeat_timeout=heartbeat_timeout,
                             max_frame_bytes=max_frame_bytes, on_connect=on_connect,

@@ -1,21 +1,12 @@
-"""Frames, bus topics and refs: how channel traffic is named and encoded.
+"""Frames and refs: how channel traffic is encoded.
 
-Every frame is the JSON text of ``[join_ref, ref, topic, event, payload]``. Channel traffic rides
-on the engine's bus under a ``hbc:`` prefix, so it never meets an application's own topics:
-
-* ``hbc:t:<topic>`` carries what is broadcast to a channel topic; every connection joined to the
-  topic subscribes its mailbox to it;
-* ``hbc:c:<session id>`` carries what is pushed to one connection.
-
-A bus message is a short list whose first item says what it is: ``["b", frame, exclude]`` is a
-broadcast (``exclude`` is the channel id that must not get it, for ``broadcast_from``);
-``["p", join_ref, topic, frame]`` is a push to one joined channel. The frame is encoded once by
-the sender, so fan-out costs no JSON work per receiver.
+Every frame is the JSON text of ``[join_ref, ref, topic, event, payload]``. How channel traffic
+rides on the bus (bus topics, envelopes) is in ``_envelope.py``; ``topic_bus`` and ``session_bus``
+are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -23,11 +14,13 @@ import secrets
 import time
 from typing import Any, Optional
 
+from ._envelope import session_bus, topic_bus
+
+__all__ = ["MAX_TOPIC_LEN", "check_topic", "encode", "new_ref", "new_session_id", "reason_payload",
+           "reply_payload", "session_bus", "topic_bus"]
+
 #: Longest channel topic a client may join (characters); presence keys share the bound.
 MAX_TOPIC_LEN = 512
-
-# The bus limits topics to 1 KiB; longer encodings fall back to a digest.
-_MAX_BUS_TOPIC_BYTES = 1000
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -35,25 +28,6 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 def encode(join_ref: Any, ref: Any, topic: str, event: str, payload: Any) -> str:
     """The JSON text frame ``[join_ref, ref, topic, event, payload]``."""
     return _dumps([join_ref, ref, topic, event, payload])
-
-
-def _escape(topic: str) -> str:
-    # '*' and '>' are bus wildcards when they make up a whole segment; escaping every occurrence
-    # (and '%' itself) keeps the mapping one-to-one.
-    return topic.replace("%", "%25").replace("*", "%2A").replace(">", "%3E")
-
-
-def topic_bus(topic: str) -> str:
-    """The bus topic that carries broadcasts to channel ``topic``."""
-    name = "hbc:t:" + _escape(topic)
-    if len(name.encode()) > _MAX_BUS_TOPIC_BYTES:
-        name = "hbc:h:" + hashlib.sha256(topic.encode()).hexdigest()
-    return name
-
-
-def session_bus(session_id: str) -> str:
-    """The bus topic that carries pushes to one connection."""
-    return "hbc:c:" + session_id
 
 
 def new_session_id() -> str:

@@ -1,4 +1,4 @@
-"""The outgoing text frames of one WebSocket, bounded: the slow-consumer policy.
+"""The outgoing text frames of one WebSocket, bounded: the slow-consumer rule.
 
 Every frame a connection sends goes through its `Outbox`, which never waits for the client:
 
@@ -9,12 +9,12 @@ Every frame a connection sends goes through its `Outbox`, which never waits for 
   writer task finishes it and later frames queue behind it, in order;
 * once more than ``max_chars`` characters wait, the client is dropped by policy: the queue is
   discarded, one warning is logged, a close ``1008`` (`CLOSE_TOO_SLOW`) is attempted briefly and
-  `SlowConsumer` is raised, which ends the connection like a client leaving.
+  the outbox ends (`SlowConsumer` from :meth:`Outbox.send`, ``False`` from :meth:`Outbox.offer`,
+  :meth:`Outbox.wait_ended` returns), which ends the connection like a client leaving.
 
 So a client that stops reading costs at most ``max_chars`` characters plus the transport's
-buffers, and the bus keeps delivering to everyone else at full speed. The channels layer sends
-every reply, push, broadcast and presence diff through one; the example chat apps use it too
-(``examples/_outbox.py``), exported as ``hornbeam_channels.Outbox``.
+buffers, and everyone else keeps getting their frames at full speed. The channels layer, the
+topic fan-out (:mod:`hornbeam_channels.fanout`) and the example apps all send through one.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ import collections
 import contextlib
 import logging
 from typing import Any, Awaitable, Callable, Coroutine, Generator, Optional
+
+from .asgi import Send
+
+__all__ = ["CLOSE_TOO_SLOW", "DEFAULT_MAX_CHARS", "Outbox", "SlowConsumer"]
 
 log = logging.getLogger("hornbeam_channels")
 
@@ -35,7 +39,9 @@ TOO_SLOW_REASON = "too slow: messages were piling up"
 # connection then ends without it, when the ASGI app returns).
 CLOSE_WAIT = 1.0
 
+#: Starts sending one text frame: returns the coroutine of the send (not awaited yet).
 SendText = Callable[[str], Coroutine[Any, Any, None]]
+#: Closes the socket with a code and a reason.
 Close = Callable[[int, str], Awaitable[None]]
 
 
@@ -76,12 +82,14 @@ class _Resumed:
 class Outbox:
     """The outgoing text frames of one connection, bounded to ``max_chars`` waiting characters.
 
-    ``send_text(text)`` sends one text frame (a raw ASGI ``websocket.send``); ``close(code,
-    reason)`` closes the socket; ``name`` identifies the connection in the log.
+    ``send_text(text)`` starts sending one text frame and returns its coroutine; ``close(code,
+    reason)`` closes the socket; ``name`` identifies the connection in the log. ``max_chars=None``
+    never drops the client (what waits for it is then unbounded: for trusted clients only).
+    :meth:`for_asgi` makes one over a raw ASGI ``send``.
     """
 
     def __init__(self, send_text: SendText, close: Close, *, name: str = "",
-                 max_chars: int = DEFAULT_MAX_CHARS) -> None:
+                 max_chars: Optional[int] = DEFAULT_MAX_CHARS) -> None:
         self._send_text = send_text
         self._close = close
         self.name = name
@@ -93,45 +101,104 @@ class Outbox:
         # text, not as the exception, whose traceback would tie the outbox into a cycle.
         self._gone: Optional[str] = None
         self.dropped = False
+        self._ended: Optional[asyncio.Future[None]] = None
+        self._closing: Optional[asyncio.Task[None]] = None
 
-    async def send(self, text: str) -> None:
-        """Sends ``text`` after what already waits; never waits for the client.
+    @classmethod
+    def for_asgi(cls, send: Send, *, name: str = "",
+                 max_chars: Optional[int] = DEFAULT_MAX_CHARS) -> "Outbox":
+        """An outbox over an ASGI ``send`` (``websocket.send`` text events, ``websocket.close``).
 
-        Raises what the send raised when the client is gone (`ConnectionResetError` when the
-        writer task found it gone), and `SlowConsumer` once the client was dropped for letting
-        more than ``max_chars`` characters pile up.
+        It holds the ``send`` callable only, not the connection, so no reference cycle keeps a
+        finished connection alive until the next garbage collection.
         """
-        if self.dropped:
-            raise SlowConsumer(self.name)
-        if self._gone is not None:
-            raise ConnectionResetError(self._gone)
+        def send_text(text: str) -> Coroutine[Any, Any, None]:
+            return send({"type": "websocket.send", "text": text})  # type: ignore[return-value]
+
+        async def close(code: int, reason: str) -> None:
+            await send({"type": "websocket.close", "code": code, "reason": reason})
+
+        return cls(send_text, close, name=name, max_chars=max_chars)
+
+    @property
+    def ended(self) -> bool:
+        """True once the client was dropped or found gone: nothing more will be sent."""
+        return self.dropped or self._gone is not None
+
+    def offer(self, text: str) -> bool:
+        """Sends ``text`` after what already waits, without awaiting anything.
+
+        The synchronous form of :meth:`send`, for a loop that writes one frame to many
+        connections (the topic fan-out): returns False, instead of raising, when the outbox has
+        ended (the client is gone, or this frame passed the bound: the client is then being
+        dropped, see :meth:`drop_soon`).
+        """
+        if self.dropped or self._gone is not None:
+            return False
         if self._writer is None:
             # Nothing in flight: send now, in this task, unless the transport makes it wait.
             coro = self._send_text(text)
             try:
                 pending = coro.send(None)
             except StopIteration:
-                return
+                return True
+            except Exception as exc:  # the client is gone
+                self._set_gone(exc)
+                return False
             self.queued = len(text)
             self._writer = asyncio.ensure_future(self._write(_Resumed(coro, pending), len(text)))
-            return
+            return True
         self._queue.append(text)
         self.queued += len(text)
-        if self.queued > self.max_chars:
-            await self.drop()
-            raise SlowConsumer(self.name)
+        if self.max_chars is not None and self.queued > self.max_chars:
+            self.drop_soon()
+            return False
+        return True
 
-    async def drop(self) -> None:
-        """Drops the client by policy: discards what waits, logs it, attempts a close 1008."""
+    async def send(self, text: str) -> None:
+        """Sends ``text`` after what already waits; never waits for the client.
+
+        Raises `ConnectionResetError` when the client is gone, and `SlowConsumer` once the
+        client was dropped for letting more than ``max_chars`` characters pile up.
+        """
+        if not self.offer(text):
+            if self.dropped:
+                if self._closing is not None:
+                    await asyncio.shield(self._closing)
+                raise SlowConsumer(self.name)
+            raise ConnectionResetError(self._gone)
+
+    def drop_soon(self) -> None:
+        """Drops the client by policy: discards what waits, logs it, starts a close 1008 (in a
+        task of its own, so the caller does not wait), and ends the outbox."""
         if self.dropped:
             return
         self.dropped = True
         log.warning("%s is not reading (%d characters queued): dropping it",
                     self.name, self.queued)
         self.cancel()
+        self._closing = asyncio.ensure_future(self._close_too_slow())
+        self._end()
+
+    async def drop(self) -> None:
+        """:meth:`drop_soon`, then waits (briefly) for the close frame to be attempted."""
+        self.drop_soon()
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+
+    async def _close_too_slow(self) -> None:
         # The close frame waits behind what the client does not read: try briefly.
         with contextlib.suppress(Exception, asyncio.TimeoutError):
             await asyncio.wait_for(self._close(CLOSE_TOO_SLOW, TOO_SLOW_REASON), CLOSE_WAIT)
+
+    async def wait_ended(self) -> None:
+        """Returns once the outbox has ended: the client was dropped, or found gone by the
+        writer. A connection awaits it beside its reader, so a dropped client ends it."""
+        if self.ended:
+            return
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._ended)
 
     def cancel(self) -> None:
         """Stops the writer and discards what waits (the connection is ending)."""
@@ -140,6 +207,15 @@ class Outbox:
         if self._writer is not None:
             self._writer.cancel()
             self._writer = None
+
+    def _end(self) -> None:
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
+
+    def _set_gone(self, exc: BaseException) -> None:
+        self._gone = f"client {self.name} is gone: {exc!r}"
+        self._queue.clear()
+        self._end()
 
     async def _write(self, first: _Resumed, first_chars: int) -> None:
         try:
@@ -150,8 +226,7 @@ class Outbox:
                 await self._send_text(text)
                 self.queued -= len(text)
         except Exception as exc:  # the client is gone: the next send raises it
-            self._gone = f"client {self.name} is gone: {exc!r}"
-            self._queue.clear()
+            self._set_gone(exc)
         finally:
             if self._writer is asyncio.current_task():
                 self._writer = None

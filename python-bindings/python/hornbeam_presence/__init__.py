@@ -26,24 +26,15 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from hornbeam_channels import Socket
-from hornbeam_channels import _presence_store as _store
-from hornbeam_channels._connection import ChannelState, live
-from hornbeam_channels._presence_store import PRESENCE_TTL, Meta, MetaUpdate
+from hornbeam_channels import Socket, owner_of
+from hornbeam_channels import presence_store as _store
+from hornbeam_channels.presence_store import PRESENCE_TTL, Meta, MetaUpdate, Owner
 
 __all__ = ["PRESENCE_TTL", "Presence", "list_presences", "track", "untrack"]
 
 
-def _owner(socket: Socket) -> Optional[ChannelState]:
-    if not isinstance(socket, Socket):
-        raise TypeError(f"expected a hornbeam_channels.Socket, not {type(socket).__name__}")
-    conn = live.get(socket.session_id)
-    if conn is None:
-        return None
-    state = conn.channels.get(socket.topic)
-    if state is None or state.join_ref != socket.join_ref:
-        return None
-    return state
+def _owner(socket: Socket) -> Optional[Owner]:
+    return owner_of(socket)
 
 
 class Presence:

@@ -1,5 +1,8 @@
 """Presence entries in the engine's store, and the diffs broadcast when they change.
 
+The storage half of :mod:`hornbeam_presence` (which wraps it in Hornbeam's ``Presence`` API):
+public so that presence needs nothing private of the channels layer.
+
 One store entry per tracked meta, under
 ``hb:presence:<len(topic)>:<topic><len(key)>:<key>:<ref>`` (the lengths make every prefix
 unambiguous, whatever characters topics and keys hold), holding
@@ -16,7 +19,8 @@ from typing import Any, Callable, Optional, Protocol, Union
 
 import hornbeam_erlang as hb
 
-from ._wire import MAX_TOPIC_LEN, encode, new_ref, topic_bus
+from . import _envelope as envelope
+from ._wire import MAX_TOPIC_LEN, encode, new_ref
 
 #: Seconds an entry outlives its last refresh; connections refresh a third of the way through.
 PRESENCE_TTL = 60.0
@@ -36,14 +40,17 @@ class Owner(Protocol):
 
 
 def topic_prefix(topic: str) -> str:
+    """The store prefix of every entry of ``topic``."""
     return f"{_PREFIX}{len(topic)}:{topic}"
 
 
 def key_prefix(topic: str, key: str) -> str:
+    """The store prefix of every entry of ``key`` on ``topic``."""
     return f"{topic_prefix(topic)}{len(key)}:{key}:"
 
 
 def check_key(key: Any) -> str:
+    """``key`` when it can be a presence key; ValueError otherwise."""
     if not isinstance(key, str) or not key:
         raise ValueError("a presence key must be a non-empty string")
     if len(key) > MAX_TOPIC_LEN:
@@ -64,7 +71,7 @@ def publish_diff(topic: str, joins: dict[str, Any], leaves: dict[str, Any]) -> N
     if not joins and not leaves:
         return
     frame = encode(None, None, topic, "presence_diff", {"joins": joins, "leaves": leaves})
-    hb.publish(topic_bus(topic), ["b", frame, None])
+    hb.publish(envelope.topic_bus(topic), envelope.broadcast(frame))
 
 
 def _add(group: dict[str, Any], key: str, meta: Meta) -> None:

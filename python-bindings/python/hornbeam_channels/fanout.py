@@ -1,0 +1,245 @@
+"""The topic fan-out of one process: one bus mailbox and one task per topic, not per connection.
+
+A connection *joins* a topic's local group with its :class:`~hornbeam_channels.outbox.Outbox`.
+For each topic that has members, the process (its event loop) holds one mailbox subscribed to
+the topic's bus topic and one task that receives what is published there, turns each message into
+its text frame once, and writes that frame to every member directly, in the same step::
+
+    rooms = Fanout(on_lag=lag_notice(lambda n: json.dumps({"type": "lagged", "dropped": n})))
+
+    outbox = Outbox.for_asgi(send, name="chat connection")
+    rooms.join("chat:lobby", outbox)
+    try:
+        ...   # read the socket; publish("chat:lobby", text) reaches every member, in every process
+    finally:
+        rooms.leave_all(outbox)
+
+This is Phoenix's local dispatch with its broadcast "fastlane": a message costs one wake-up of
+one task and one encoding per process, then one send per member, where a mailbox and a pump task
+per connection would cost one wake-up (and one decode) per connection. Across processes (any
+shared backend: ``HORNBEAM_URL``) each process subscribes once per topic, so the bus carries a
+message once per process whatever the number of connections.
+
+Sending
+    A member's send runs to completion in the fan-out task while its client keeps up. A member
+    whose send has to wait gets its own writer (the outbox's) and later frames queue behind it;
+    past the outbox's bound the member is dropped with a close 1008 and removed from every group
+    of this fan-out (see :mod:`hornbeam_channels.outbox`). No member ever holds the others back.
+
+Lagging
+    The topic's mailbox is bounded. When the task fell so far behind that the mailbox dropped
+    messages, the lag policy (the required ``on_lag`` argument) says what every member gets
+    instead: :func:`lag_skip` (nothing; the loss is logged), :func:`lag_notice` (one frame made
+    once and sent to all), or any ``on_lag(topic, dropped) -> Optional[str]``.
+
+Members and topics
+    ``join`` and ``leave`` take effect at once, also while the task is between two sends: a frame
+    is written to the members present when it is handled. A topic whose last member leaves drops
+    its mailbox and its task at once. Frames can skip one member: a broadcast envelope names the
+    member key it excludes (``broadcast_from``).
+
+Threads and loops
+    A fan-out serves the event loop it is used from; several loops (threads) each get their own
+    groups. Its methods are not thread-safe: call them from the loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Callable, Hashable, Iterator, NamedTuple, Optional
+
+import hornbeam_erlang as hb
+
+from .outbox import Outbox
+
+__all__ = ["Fanout", "Frame", "LagPolicy", "Render", "lag_notice", "lag_skip", "render_text"]
+
+log = logging.getLogger("hornbeam_channels")
+
+
+class Frame(NamedTuple):
+    """What a bus message becomes: the text sent to every member, except the one whose key is
+    ``exclude`` (None: nobody is left out)."""
+
+    text: str
+    exclude: Optional[Hashable] = None
+
+
+#: Turns the data of one bus message into its frame, or None to send nothing.
+Render = Callable[[Any], Optional[Frame]]
+#: ``on_lag(topic, dropped)``: the frame every member gets after ``dropped`` messages were lost.
+LagPolicy = Callable[[str, int], Optional[str]]
+
+
+def render_text(data: Any) -> Optional[Frame]:
+    """The default render: a ``str`` is sent as it is (the publisher encoded it once), a
+    ``[text, exclude]`` pair leaves out the member with key ``exclude``, anything else is sent
+    as JSON."""
+    if isinstance(data, str):
+        return Frame(data)
+    if isinstance(data, (list, tuple)) and len(data) == 2 and isinstance(data[0], str):
+        return Frame(data[0], data[1])
+    return Frame(json.dumps(data))
+
+
+def lag_skip(topic: str, dropped: int) -> None:
+    """Lag policy: members get nothing for the lost messages (the fan-out logs the loss)."""
+    return None
+
+
+def lag_notice(make: Callable[[int], str]) -> LagPolicy:
+    """Lag policy: every member gets ``make(dropped)``, made once per loss."""
+    def policy(topic: str, dropped: int) -> Optional[str]:
+        return make(dropped)
+    return policy
+
+
+class _Group:
+    """One topic's members in one loop, with its mailbox and its task."""
+
+    __slots__ = ("topic", "members", "mailbox", "task")
+
+    def __init__(self, topic: str, mailbox: hb.Mailbox) -> None:
+        self.topic = topic
+        self.members: dict[Outbox, Hashable] = {}
+        self.mailbox = mailbox
+        self.task: Optional[asyncio.Task[None]] = None
+
+
+class Fanout:
+    """Topic groups of local members, each served by one mailbox and one task.
+
+    ``on_lag``: the lag policy (required: see the module docs). ``render``: turns bus data into
+    a :class:`Frame` (:func:`render_text` by default). ``bus_topic``: the bus topic a topic
+    rides on (the topic itself by default). ``capacity`` and ``max_bytes``: the bound of each
+    topic's mailbox (the engine's defaults when None).
+    """
+
+    def __init__(self, *, on_lag: LagPolicy, render: Render = render_text,
+                 bus_topic: Callable[[str], str] = str, capacity: Optional[int] = None,
+                 max_bytes: Optional[int] = None, name: str = "fan-out") -> None:
+        self.on_lag = on_lag
+        self.render = render
+        self.bus_topic = bus_topic
+        self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.name = name
+        self._groups: dict[tuple[asyncio.AbstractEventLoop, str], _Group] = {}
+        # The topics each member joined here, so one that is dropped leaves all of them.
+        self._joined: dict[Outbox, set[tuple[asyncio.AbstractEventLoop, str]]] = {}
+
+    def join(self, topic: str, member: Outbox, key: Hashable = None) -> None:
+        """Adds ``member`` to ``topic``'s group (again: updates its ``key``). ``key`` names the
+        member for frames that exclude one (``broadcast_from``); None is never excluded."""
+        loop = asyncio.get_running_loop()
+        gk = (loop, topic)
+        group = self._groups.get(gk)
+        if group is None:
+            if loop.is_closed():
+                raise RuntimeError("the event loop is closed")
+            mailbox = hb.Mailbox(self.capacity, self.max_bytes)
+            mailbox.subscribe(self.bus_topic(topic))
+            group = _Group(topic, mailbox)
+            group.task = loop.create_task(self._run(group), name=f"{self.name} {topic}")
+            self._groups[gk] = group
+        group.members[member] = key
+        self._joined.setdefault(member, set()).add(gk)
+
+    def leave(self, topic: str, member: Outbox) -> None:
+        """Removes ``member`` from ``topic``'s group (no-op when it is not in it); the last
+        member out closes the topic's mailbox and ends its task."""
+        self._leave((asyncio.get_running_loop(), topic), member)
+
+    def leave_all(self, member: Outbox) -> None:
+        """Removes ``member`` from every group it joined (its connection is ending)."""
+        for gk in list(self._joined.get(member, ())):
+            self._leave(gk, member)
+
+    def _leave(self, gk: tuple[asyncio.AbstractEventLoop, str], member: Outbox) -> None:
+        group = self._groups.get(gk)
+        if group is not None and group.members.pop(member, _MISSING) is not _MISSING:
+            if not group.members:
+                self._close(gk, group)
+        joined = self._joined.get(member)
+        if joined is not None:
+            joined.discard(gk)
+            if not joined:
+                del self._joined[member]
+
+    def _close(self, gk: tuple[asyncio.AbstractEventLoop, str], group: _Group) -> None:
+        if self._groups.get(gk) is group:
+            del self._groups[gk]
+        group.mailbox.close()
+        if group.task is not None and group.task is not asyncio.current_task():
+            group.task.cancel()
+
+    def topics(self) -> list[str]:
+        """The topics with members in the running loop (sorted)."""
+        loop = asyncio.get_running_loop()
+        return sorted(t for (lp, t) in self._groups if lp is loop)
+
+    def members(self, topic: str) -> list[Outbox]:
+        """The members of ``topic`` in the running loop, in join order."""
+        group = self._groups.get((asyncio.get_running_loop(), topic))
+        return [] if group is None else list(group.members)
+
+    def mailbox(self, topic: str) -> Optional[hb.Mailbox]:
+        """The mailbox that serves ``topic`` in the running loop (None without members)."""
+        group = self._groups.get((asyncio.get_running_loop(), topic))
+        return None if group is None else group.mailbox
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.topics())
+
+    async def _run(self, group: _Group) -> None:
+        mailbox = group.mailbox
+        render = self.render
+        members = group.members
+        while True:
+            try:
+                first = await mailbox.recv()
+                batch = [first, *mailbox.drain()]
+            except hb.MailboxClosed:
+                return
+            for msg in batch:
+                lagged = msg.lagged
+                if lagged:
+                    log.warning("%s: topic %s fell behind, %d messages dropped",
+                                self.name, group.topic, lagged)
+                    text = self.on_lag(group.topic, lagged)
+                    if text is None:
+                        continue
+                    frame = Frame(text)
+                else:
+                    try:
+                        rendered = render(msg.message)
+                    except Exception:
+                        log.exception("%s: cannot render a message of %s", self.name, group.topic)
+                        continue
+                    if rendered is None:
+                        continue
+                    frame = rendered
+                self._send(group, members, frame)
+            if not members:
+                return
+
+    def _send(self, group: _Group, members: dict[Outbox, Hashable], frame: Frame) -> None:
+        text, exclude = frame
+        gone: Optional[list[Outbox]] = None
+        # A snapshot: a send never runs member code, but a drop ends the member's connection,
+        # whose cleanup may leave groups, this one included.
+        for member, key in tuple(members.items()):
+            if exclude is not None and key == exclude:
+                continue
+            if not member.offer(text):
+                if gone is None:
+                    gone = []
+                gone.append(member)
+        if gone:
+            for member in gone:
+                self.leave_all(member)
+
+
+_MISSING = object()
