@@ -5,9 +5,10 @@ Run alone from the repository root::
     uvicorn examples.websocket_chat.app:application --host 127.0.0.1 --port 8000
 
 Users and the last `HISTORY_KEPT` messages of each room live in the store; messages, joins, leaves
-and typing notices go over the bus on topic ``chat:<room>``. Unlike the seed, each connection waits
-on its socket *and* its mailbox at once (a pump task forwards the mailbox while the handler reads
-the socket), so a message reaches every user of the room as soon as it is published.
+and typing notices go over the bus on topic ``chat:<room>``. Unlike the seed, a message reaches
+every user of the room as soon as it is published: each connection joins its room's group in the
+process's topic fan-out (`hornbeam_channels.fanout`), which holds one mailbox and one task per
+room and writes each message, encoded once by its publisher, to every connection's outbox.
 
 Store keys (all of a user's are removed however the connection ends):
 
@@ -21,24 +22,22 @@ Store keys (all of a user's are removed however the connection ends):
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
 import re
-import types
 import unicodedata
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Coroutine, Generator, Optional, cast
+from typing import Any, Optional
 from urllib.parse import parse_qs
 
-from hornbeam_channels import OriginGuard
+from hornbeam_channels import Fanout, OriginGuard, Outbox, SlowConsumer, lag_notice
+from hornbeam_channels.asgi import Receive, Scope, Send
+from hornbeam_channels.outbox import CLOSE_TOO_SLOW
+from hornbeam_channels.routing import lifespan, respond, respond_json, route_path
 from hornbeam_erlang import (
-    HornbeamError,
-    Mailbox,
-    Message,
     publish,
     state_delete,
     state_get,
@@ -46,13 +45,7 @@ from hornbeam_erlang import (
     state_incr,
     state_keys,
     state_set,
-    subscribe,
-    unsubscribe,
 )
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 HISTORY_KEPT = 100
 HISTORY_ON_JOIN = 50
@@ -73,12 +66,17 @@ OUTBOX_MAX_CHARS = 256 * 1024
 CLOSE_INVALID_PAYLOAD = 1007  # text that is not a JSON object
 CLOSE_POLICY_VIOLATION = 1008  # a room name that is not allowed
 CLOSE_TOO_BIG = 1009  # a frame over MAX_FRAME_CHARS
-CLOSE_TOO_SLOW = 1008  # a client that does not read what it is sent (see OUTBOX_MAX_CHARS)
 CLOSE_INTERNAL_ERROR = 1011  # a bug or an engine error while handling a frame
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
+
+
+# The rooms of this process: one mailbox and one sending task per room, whatever its users. A
+# member that fell behind so far that its room's mailbox dropped messages gets a lag notice.
+rooms = Fanout(on_lag=lag_notice(lambda n: json.dumps({"type": "lagged", "dropped": n})),
+               name="chat rooms")
 
 
 def now_iso() -> str:
@@ -158,15 +156,6 @@ def known_rooms() -> list[ChatRoom]:
     return [ChatRoom(key[len("chat:rooms:"):]) for key in state_keys("chat:rooms:")]
 
 
-def route_path(scope: Scope) -> str:
-    """The path below the mount point: uvicorn and Starlette keep root_path inside path."""
-    path: str = scope.get("path", "/")
-    root = scope.get("root_path", "")
-    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
-        path = path[len(root):]
-    return path or "/"
-
-
 def room_from_path(path: str) -> Optional[str]:
     """``/ws`` and ``/ws/`` mean the default room, ``/ws/<room>`` that room; anything else None."""
     if path in ("/ws", "/ws/"):
@@ -191,39 +180,16 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
     elif scope["type"] == "websocket":
         await handle_websocket(scope, receive, send)
     elif scope["type"] == "lifespan":
-        await handle_lifespan(receive, send)
-
-
-async def handle_lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        event = await receive()
-        if event["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif event["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-async def respond(send: Send, status: int, body: bytes, content_type: bytes) -> None:
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [[b"content-type", content_type], [b"cache-control", b"no-store"]],
-    })
-    await send({"type": "http.response.body", "body": body})
-
-
-async def respond_json(send: Send, status: int, data: Any) -> None:
-    await respond(send, status, json.dumps(data).encode(), b"application/json")
+        await lifespan(receive, send)
 
 
 async def handle_http(scope: Scope, receive: Receive, send: Send) -> None:
     path = route_path(scope)
     if scope.get("method", "GET") not in ("GET", "HEAD"):
-        await respond(send, 405, b"Method Not Allowed", b"text/plain")
+        await respond(send, 405, b"Method Not Allowed")
     elif path == "/":
         await respond(send, 200, get_chat_html(scope.get("root_path", "")).encode(),
-                      b"text/html; charset=utf-8")
+                      "text/html; charset=utf-8")
     elif path == "/api/rooms":
         await respond_json(send, 200, [room.summary() for room in known_rooms()])
     elif path.startswith("/api/rooms/"):
@@ -244,98 +210,23 @@ async def handle_http(scope: Scope, receive: Receive, send: Send) -> None:
             "recent_messages": room.get_recent_messages(limit),
         })
     else:
-        await respond(send, 404, b"Not Found", b"text/plain")
+        await respond(send, 404, b"Not Found")
 
 
 class Connection:
-    """One WebSocket of a room: reads the socket while `pump` forwards the mailbox."""
+    """One WebSocket of a room: its handlers, and its outbox (the only writer of the socket)."""
 
     def __init__(self, room: ChatRoom, send: Send):
         self.room = room
-        self.send = send
         self.user_id = str(uuid.uuid4())
         self.username: Optional[str] = None
-        # Messages waiting behind a send that had to wait (see `pump`); `queued` counts their
-        # characters and those of that send.
-        self.outbox: collections.deque[str] = collections.deque()
-        self.queued = 0
-        self.writer: Optional[asyncio.Task[None]] = None  # set while a send is waiting
+        # Sends go straight to the socket while the client keeps up; past OUTBOX_MAX_CHARS
+        # waiting characters the client is closed with 1008 and the outbox ends.
+        self.outbox = Outbox.for_asgi(send, name=f"client {self.user_id} in room {room.room_id!r}",
+                                      max_chars=OUTBOX_MAX_CHARS)
 
     async def send_json(self, data: dict[str, Any]) -> None:
-        await self.send({"type": "websocket.send", "text": json.dumps(data)})
-
-    async def pump(self, mb: Mailbox) -> None:
-        """Forward every message of the mailbox to the socket, a batch per wake-up.
-
-        While the client keeps up, uvicorn's `send` completes without waiting, so each message is
-        sent from here at once: no task switch per delivery. A send that has to wait (the client's
-        TCP window and the transport's buffer are full) is finished by a writer task, and what
-        arrives meanwhile goes to the outbox behind it; the pump itself never waits on the client.
-        Once the outbox holds more than `OUTBOX_MAX_CHARS` the client is disconnected
-        (CLOSE_TOO_SLOW) instead of letting memory grow. When the writer empties the outbox, the
-        pump sends directly again.
-        """
-        # An ASGI server's `send` is an async function: calling it makes a coroutine to step.
-        send = cast(Callable[[dict[str, Any]], Coroutine[Any, Any, None]], self.send)
-        outbox = self.outbox
-        try:
-            with contextlib.suppress(OSError, HornbeamError):
-                while True:
-                    first = await mb.recv()
-                    for msg in [first, *mb.drain()]:
-                        text = frame_text(msg)
-                        if self.writer is None:
-                            # Run the send up to its first wait, as an eager task would (Python
-                            # 3.12's eager_task_factory, without the task): a send that does not
-                            # wait is done when `coro.send` raises StopIteration.
-                            coro = send({"type": "websocket.send", "text": text})
-                            try:
-                                waiting_on = coro.send(None)
-                            except StopIteration:
-                                continue
-                            self.queued += len(text)
-                            self.writer = asyncio.create_task(
-                                self._write(_resume(coro, waiting_on), len(text)))
-                        else:
-                            outbox.append(text)
-                            self.queued += len(text)
-                    if self.queued > OUTBOX_MAX_CHARS:
-                        await self._drop_too_slow()
-                        return
-                    if self.writer is not None and self.writer.done():
-                        return  # the client went away while the writer was sending
-        finally:
-            # Dropped, not only cancelled: a cancelled writer's traceback holds this connection,
-            # and that cycle would keep the mailbox (and its descriptor) until the next GC pass.
-            writer, self.writer = self.writer, None
-            if writer is not None:
-                writer.cancel()
-
-    async def _write(self, rest: Awaitable[None], chars: int) -> None:
-        """Finish the send that had to wait, then send the outbox; then hand back to the pump."""
-        with contextlib.suppress(OSError):
-            await rest
-            self.queued -= chars
-            while self.outbox:
-                text = self.outbox.popleft()
-                await self.send({"type": "websocket.send", "text": text})
-                self.queued -= len(text)
-            self.writer = None  # nothing waits: the pump sends directly again
-
-    async def _drop_too_slow(self) -> None:
-        log.warning("client %s in room %r is not reading (%d characters queued): disconnecting it",
-                    self.user_id, self.room.room_id, self.queued)
-        if self.writer is not None:
-            self.writer.cancel()
-            await asyncio.wait([self.writer])
-        self.outbox.clear()
-        self.queued = 0
-        # The close frame waits behind what the client does not read: try briefly. Returning ends
-        # the connection (handle_websocket) either way.
-        with contextlib.suppress(asyncio.TimeoutError, OSError):
-            await asyncio.wait_for(self.send({
-                "type": "websocket.close", "code": CLOSE_TOO_SLOW,
-                "reason": "too slow: messages were piling up"}), 1.0)
+        await self.outbox.send(json.dumps(data))
 
     async def read(self, receive: Receive) -> Optional[tuple[int, str]]:
         """Handle frames until the client leaves (None) or sends something that ends it (a close)."""
@@ -407,36 +298,6 @@ class Connection:
             self.username = None
 
 
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, None], waiting_on: Any) -> Generator[Any, Any, None]:
-    """The rest of `coro`, whose first step (run by `Connection.pump`) yielded `waiting_on`: the
-    task that awaits this gets what `coro` yields, and `coro` gets what the task sends or throws
-    (a cancellation included), as `yield from coro` would have done from the start."""
-    while True:
-        try:
-            value = yield waiting_on
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:
-            try:
-                waiting_on = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                waiting_on = coro.send(value)
-            except StopIteration:
-                return
-
-
-def frame_text(msg: Message) -> str:
-    if msg.lagged:
-        return json.dumps({"type": "lagged", "dropped": msg.lagged})
-    payload = msg.message
-    return payload if isinstance(payload, str) else json.dumps(payload)
-
-
 async def handle_websocket(scope: Scope, receive: Receive, send: Send) -> None:
     room_id = room_from_path(route_path(scope))
     first = await receive()
@@ -451,37 +312,36 @@ async def handle_websocket(scope: Scope, receive: Receive, send: Send) -> None:
     conn = Connection(room, send)
     await send({"type": "websocket.accept"})
 
-    mb = subscribe(room.topic)
-    pump = asyncio.create_task(conn.pump(mb))
+    rooms.join(room.topic, conn.outbox)
     reading = asyncio.create_task(conn.read(receive))
+    dropped = asyncio.create_task(conn.outbox.wait_ended())
     try:
-        # The pump ends first only when it dropped a client too slow to read (or the client is
+        # The outbox ends first only when it dropped a client too slow to read (or the client is
         # gone): then the connection ends here, without waiting for the client.
-        await asyncio.wait([reading, pump], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([reading, dropped], return_when=asyncio.FIRST_COMPLETED)
         close: Optional[tuple[int, str]] = None
         if reading.done():
             try:
                 close = reading.result()
-            except OSError:
-                pass  # the client went away while being answered: nothing to close
+            except (OSError, SlowConsumer):
+                pass  # the client went away (or was dropped) while being answered
             except Exception:
                 log.exception("chat connection in room %r failed", room_id)
                 close = (CLOSE_INTERNAL_ERROR, "internal error")
-        reading.cancel()
-        pump.cancel()
-        # wait() rather than await: the tasks' CancelledError is not ours to raise.
-        await asyncio.wait([reading, pump])
-        if close is not None:
+        if close is not None and not conn.outbox.ended:
+            conn.outbox.cancel()  # the close goes out now, after what was sent already
             code, reason = close
             with contextlib.suppress(OSError):
                 await send({"type": "websocket.close", "code": code, "reason": reason})
     finally:
         # Runs however the connection ends: client close, lost network, bad input, server shutdown.
         reading.cancel()
-        pump.cancel()
+        dropped.cancel()
+        # wait() rather than await: the tasks' CancelledError is not ours to raise.
+        await asyncio.wait([reading, dropped])
+        rooms.leave_all(conn.outbox)
+        conn.outbox.cancel()
         conn.leave()
-        unsubscribe(room.topic)
-        mb.close()
 
 
 _PAGE = (STATIC / "index.html").read_text(encoding="utf-8")

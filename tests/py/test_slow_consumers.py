@@ -5,7 +5,7 @@ every message (each within a bounded wait), the server's memory must stay bounde
 /proc before and after, with a wide margin), and the non-readers must be dropped by the app's
 policy: a connection whose outgoing queue passes `OUTBOX_MAX_CHARS` is dropped (see the app).
 
-The pump's two paths are also checked in-process, against a `send` that waits while told to: sent
+The fan-out's two paths are also checked in-process, against a `send` that waits while told to: sent
 directly while sends complete at once, queued behind a send that waits, direct again once caught
 up, dropped past the bound.
 """
@@ -26,7 +26,7 @@ import websockets
 from examples.websocket_chat import app as chat
 from examples.websocket_chat.app import OUTBOX_MAX_CHARS
 
-from hornbeam_erlang import publish, subscribe, unsubscribe
+from hornbeam_erlang import publish
 from test_slow_consumers_apps import rss_kib, silent_client as raw_silent_client
 
 ROOM = "slow"
@@ -135,7 +135,7 @@ def test_silent_clients_do_not_hold_back_the_others_and_are_dropped(serve: Any) 
     assert open_fds(pid) <= fds_at_start + 5
 
 
-def test_pump_sends_directly_until_a_send_waits_and_drops_past_the_bound(
+def test_fanout_sends_directly_until_a_send_waits_and_drops_past_the_bound(
         caplog: pytest.LogCaptureFixture) -> None:
     topic = "chat:pump-unit"
 
@@ -160,44 +160,44 @@ def test_pump_sends_directly_until_a_send_waits_and_drops_past_the_bound(
             raise AssertionError("timed out")
 
         conn = chat.Connection(chat.ChatRoom("pump-unit"), send)
-        mb = subscribe(topic)
-        pump = asyncio.create_task(conn.pump(mb))
+        outbox = conn.outbox
+        chat.rooms.join(topic, outbox)
         try:
             texts = [json.dumps({"type": "message", "n": i}) for i in range(12)]
-            for text in texts[:3]:  # the client keeps up: sent from the pump, no writer
+            for text in texts[:3]:  # the client keeps up: sent by the room's task, no writer
                 publish(topic, text)
             await until(lambda: len(sent) == 3)
-            assert conn.writer is None and conn.queued == 0
+            assert not outbox.writing and outbox.queued == 0
 
             writable.clear()  # the transport is full: the next send waits
             for text in texts[3:6]:
                 publish(topic, text)
-            await until(lambda: conn.writer is not None and len(conn.outbox) == 2)
+            await until(lambda: outbox.writing and outbox.waiting == 2)
             assert sent == texts[:3]
-            assert conn.queued == sum(map(len, texts[3:6]))
+            assert outbox.queued == sum(map(len, texts[3:6]))
 
             writable.set()  # it drains: the writer sends the rest in order and hands back
             await until(lambda: len(sent) == 6)
-            await until(lambda: conn.writer is None)
-            assert sent == texts[:6] and conn.queued == 0 and not conn.outbox
+            await until(lambda: not outbox.writing)
+            assert sent == texts[:6] and outbox.queued == 0 and not outbox.waiting
             for text in texts[6:]:
                 publish(topic, text)
             await until(lambda: len(sent) == 12)
-            assert sent == texts and conn.writer is None
+            assert sent == texts and not outbox.writing
 
             writable.clear()  # the client stops reading: dropped once past the bound
             big = "x" * 2000
             for i in range(OUTBOX_MAX_CHARS // len(big) + 2):
                 publish(topic, json.dumps({"type": "message", "n": i, "text": big}))
-            await asyncio.wait_for(pump, 10)
-            assert closes == [chat.CLOSE_TOO_SLOW]
-            assert conn.writer is None and not conn.outbox and conn.queued == 0
-            assert len(sent) == 12
+            await asyncio.wait_for(outbox.wait_ended(), 10)
+            await until(lambda: closes == [chat.CLOSE_TOO_SLOW])
+            assert outbox.dropped and not outbox.writing and not outbox.waiting
+            assert outbox.queued == 0 and len(sent) == 12
+            # Dropped members leave their groups: the room's mailbox and task went with the last.
+            assert chat.rooms.members(topic) == [] and chat.rooms.mailbox(topic) is None
         finally:
-            pump.cancel()
-            await asyncio.wait([pump])
-            unsubscribe(topic)
-            mb.close()
+            chat.rooms.leave_all(outbox)
+            outbox.cancel()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
     assert "is not reading" in caplog.text

@@ -121,6 +121,16 @@ class Outbox:
         return cls(send_text, close, name=name, max_chars=max_chars)
 
     @property
+    def writing(self) -> bool:
+        """True while a send waits for the client in the writer task (frames then queue)."""
+        return self._writer is not None
+
+    @property
+    def waiting(self) -> int:
+        """Frames queued behind the send in flight."""
+        return len(self._queue)
+
+    @property
     def ended(self) -> bool:
         """True once the client was dropped or found gone: nothing more will be sent."""
         return self.dropped or self._gone is not None
