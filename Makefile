@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: help venv install run test test-rust test-python test-redis redis-server test-examples test-c test-node lib install-lib test-install \
-        header header-check lint fmt stress-quick loom soak soak-quick bench bench-rust bench-python stress examples clean \
+        header header-check test-header-check lint fmt stress-quick loom soak soak-quick bench bench-rust bench-python stress examples clean \
         fuzz fuzz-quick fuzz-tools test-fuzz check-memory check-memory-quick
 
 help: ## Show this help
@@ -29,11 +29,12 @@ install: venv ## Build the engine (release) and install hornbeam_erlang into .ve
 run: install ## Start the demo (every example app) on http://127.0.0.1:8000
 	$(VENV)/bin/uvicorn examples.demo.app:app --host $(HOST) --port $(PORT)
 
-test: test-rust test-fuzz install test-python test-redis test-examples test-c test-node test-wheel header-check ## Run every test
+test: test-rust test-fuzz install test-python test-redis test-examples test-c test-node test-wheel header-check test-header-check ## Run every test
 	@echo "make test: all suites passed"
 
-test-rust: ## Rust unit, integration and doc tests
-	$(CARGO) test --workspace --exclude hornbeam-python
+test-rust: redis-server ## Rust unit, integration and doc tests (the shared suites on every backend), complexity checks in release
+	tests/with-redis.sh $(CARGO) test --workspace --exclude hornbeam-python
+	$(CARGO) test --release -p hornbeam-core --test complexity
 
 test-python: install ## pytest: the hornbeam_erlang module
 	$(PYTEST) python-bindings/tests
@@ -56,8 +57,7 @@ test-wheel: venv ## `pip install .` into a fresh venv: the wheel carries all thr
 redis-server: ## Install redis-server when missing (Debian package)
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
-test-redis: redis-server install ## Core and Python suites on a private redis-server (free port, stopped by PID)
-	tests/with-redis.sh $(CARGO) test -p hornbeam-core
+test-redis: redis-server install ## The Python suite on a private redis-server (free port, stopped by PID; test-rust runs core's)
 	tests/with-redis.sh bash -c 'HORNBEAM_URL=$$HORNBEAM_TEST_REDIS_URL $(PYTEST) python-bindings/tests'
 
 soak: install ## Soak the WebSocket chat: 1,000 clients for 2 minutes (RSS flat, no loss, no fd leak)
@@ -145,10 +145,11 @@ lib: ## Build libhornbeam (shared and static) in target/release
 header: ## Regenerate include/hornbeam.h from ffi/ with cbindgen
 	cbindgen --quiet --config ffi/cbindgen.toml --crate hornbeam-ffi --output include/hornbeam.h ffi
 
-header-check: ## Fail when include/hornbeam.h differs from what cbindgen generates
-	@tmp=$$(mktemp) && cbindgen --quiet --config ffi/cbindgen.toml --crate hornbeam-ffi --output $$tmp ffi \
-	  && (diff -u include/hornbeam.h $$tmp && echo "header-check: include/hornbeam.h is up to date" \
-	      || (echo "include/hornbeam.h is stale: run make header"; rm -f $$tmp; exit 1)); rm -f $$tmp
+header-check: ## Fail when include/hornbeam.h differs from what the pinned cbindgen generates (or cbindgen is missing, another version, failing)
+	tests/header-check.sh
+
+test-header-check: ## Prove the header check fails: on a stale copy, a missing, wrong or failing cbindgen
+	tests/test-header-check.sh
 
 test-c: lib ## C tests (-Wall -Wextra -Werror) under valgrind and AddressSanitizer
 	mkdir -p $(CTEST_DIR)
@@ -185,7 +186,7 @@ test-install: lib ## Install into a temporary PREFIX and build the example with 
 	  PKG_CONFIG_PATH=$$tmp/lib/pkgconfig cc -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror \
 	    examples/c/sensor_hub.c -o $$tmp/sensor_hub $$(PKG_CONFIG_PATH=$$tmp/lib/pkgconfig pkg-config --cflags --libs hornbeam) \
 	    -Wl,-rpath,$$tmp/lib -lpthread; \
-	  $$tmp/sensor_hub < /dev/null | tail -1; rm -rf $$tmp
+	  $$tmp/sensor_hub < /dev/null > $$tmp/out; tail -1 $$tmp/out; rm -rf $$tmp
 
 clean: ## Remove build outputs
 	$(CARGO) clean

@@ -1,8 +1,8 @@
 //! Redis-only behaviour: several engines on one Redis, the key index, the data layout, faults.
 //!
 //! Run with a Redis: `tests/with-redis.sh cargo test -p hornbeam-core --test redis`. Without
-//! `HORNBEAM_TEST_REDIS_URL` every test here returns at once (and says so on stderr); the fault
-//! test also needs `redis-server` (it runs a private one it can stop and restart).
+//! `HORNBEAM_TEST_REDIS_URL` every test here fails, saying how to run it; the fault test also
+//! needs `redis-server` (it runs a private one it can stop and restart).
 
 mod common;
 
@@ -10,17 +10,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{redis_url, unique_prefix, with_prefix};
+use common::{require_redis_url, unique_prefix, with_prefix};
 use hornbeam_core::{Config, Engine, Error, RecvError, Ttl, Value};
 
-/// The test Redis URL with a fresh prefix, or `None` (the test is then skipped, saying so).
-fn url() -> Option<(String, String)> {
-    let Some(base) = redis_url() else {
-        eprintln!("HORNBEAM_TEST_REDIS_URL is not set: skipping (run tests/with-redis.sh)");
-        return None;
-    };
+/// The test Redis URL with a fresh prefix (a missing Redis fails the test, saying how to run it).
+fn url() -> (String, String) {
+    let base = require_redis_url();
     let prefix = unique_prefix();
-    Some((with_prefix(&base, &prefix), prefix))
+    (with_prefix(&base, &prefix), prefix)
 }
 
 fn open(url: &str) -> Engine {
@@ -29,7 +26,7 @@ fn open(url: &str) -> Engine {
 
 /// A plain Redis connection, to look at what the engine stored.
 fn raw() -> redis::Connection {
-    let base = redis_url().unwrap();
+    let base = require_redis_url();
     redis::Client::open(base.as_str())
         .unwrap()
         .get_connection_with_timeout(Duration::from_secs(5))
@@ -42,7 +39,7 @@ fn s(v: &str) -> Value {
 
 #[test]
 fn two_engines_share_keys() {
-    let Some((url, _)) = url() else { return };
+    let (url, _) = url();
     let (a, b) = (open(&url), open(&url));
     assert_eq!(a.backend_name(), "redis");
     a.store().set("room:1:name", s("lobby"), None).unwrap();
@@ -60,7 +57,7 @@ fn two_engines_share_keys() {
     assert!(a.store().set_if_absent("lock", s("a"), None).unwrap());
     assert!(!b.store().set_if_absent("lock", s("b"), None).unwrap());
     // Another prefix on the same Redis sees nothing of this one.
-    let (other_url, _) = self::url().unwrap();
+    let (other_url, _) = self::url();
     let other = open(&other_url);
     assert_eq!(other.store().get("user:ada").unwrap(), None);
     assert!(other.store().keys("").unwrap().is_empty());
@@ -70,7 +67,7 @@ fn two_engines_share_keys() {
 
 #[test]
 fn two_engines_share_messages_with_local_pattern_semantics() {
-    let Some((url, _)) = url() else { return };
+    let (url, _) = url();
     let (a, b) = (open(&url), open(&url));
     let on_a = a.bus().mailbox();
     let on_b = b.bus().mailbox();
@@ -116,7 +113,7 @@ fn two_engines_share_messages_with_local_pattern_semantics() {
 
 #[test]
 fn incr_is_atomic_across_engines() {
-    let Some((url, _)) = url() else { return };
+    let (url, _) = url();
     let engines = [open(&url), open(&url)];
     let threads: Vec<_> = (0..4)
         .map(|i| {
@@ -138,7 +135,7 @@ fn incr_is_atomic_across_engines() {
 
 #[test]
 fn counters_and_errors_are_the_embedded_ones() {
-    let Some((url, prefix)) = url() else { return };
+    let (url, prefix) = url();
     let e = open(&url);
     let st = e.store();
     st.set("max", Value::Int(i64::MAX), None).unwrap();
@@ -185,7 +182,7 @@ fn counters_and_errors_are_the_embedded_ones() {
 
 #[test]
 fn keys_index_drops_expired_keys() {
-    let Some((url, prefix)) = url() else { return };
+    let (url, prefix) = url();
     let e = open(&url);
     let st = e.store();
     for i in 0..20 {
@@ -251,7 +248,7 @@ fn keys_index_drops_expired_keys() {
 
 #[test]
 fn bulk_calls_and_odd_keys() {
-    let Some((url, _)) = url() else { return };
+    let (url, _) = url();
     let e = open(&url);
     let st = e.store();
     let keys = ["a", "ä:ö", "with space", "x\u{0}y", ":", "room:*"];
@@ -296,7 +293,7 @@ fn bulk_calls_and_odd_keys() {
 
 #[test]
 fn the_subscriber_leaves_when_the_engine_is_dropped() {
-    let Some((url, prefix)) = url() else { return };
+    let (url, prefix) = url();
     let numsub = || -> i64 {
         let (_, n): (String, i64) = redis::cmd("PUBSUB")
             .arg("NUMSUB")
@@ -321,20 +318,15 @@ fn the_subscriber_leaves_when_the_engine_is_dropped() {
 
 #[test]
 fn bad_urls_and_unreachable_servers_are_clear_errors() {
-    if redis_url().is_none() {
-        return;
-    }
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let t = Instant::now();
     let err = Engine::open(
         &format!("redis://127.0.0.1:{port}/0?timeout_ms=500"),
         Config::default(),
     )
     .unwrap_err();
-    assert!(t.elapsed() < Duration::from_secs(3));
     assert!(matches!(err, Error::Backend(_)), "{err}");
     assert!(err.to_string().contains("connection refused"), "{err}");
     assert!(matches!(
@@ -401,10 +393,7 @@ impl Drop for Server {
 
 #[test]
 fn redis_going_away_fails_fast_and_subscriptions_come_back_with_a_lag_notice() {
-    if redis_url().is_none() {
-        eprintln!("HORNBEAM_TEST_REDIS_URL is not set: skipping");
-        return;
-    }
+    require_redis_url();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -413,23 +402,27 @@ fn redis_going_away_fails_fast_and_subscriptions_come_back_with_a_lag_notice() {
     let url = format!("redis://127.0.0.1:{}/0?timeout_ms=500", server.port);
     let a = open(&url);
     let mb = Arc::new(a.bus().mailbox());
-    let fd = mb.fd().unwrap();
     mb.subscribe("chat:>").unwrap();
+    // A mailbox nobody publishes to: after the outage its descriptor must turn readable for the
+    // lag notice alone.
+    let quiet = a.bus().mailbox();
+    quiet.subscribe("quiet").unwrap();
+    let quiet_fd = quiet.fd().unwrap();
+    assert_eq!(quiet.try_recv_arm(), Err(RecvError::Empty));
+    assert!(!readable(quiet_fd, 0), "nothing to read before the outage");
     a.store().set("k", Value::Int(1), None).unwrap();
 
-    // Hung server (SIGSTOP): calls fail within the timeout instead of hanging.
+    // Hung server (SIGSTOP): calls fail with the timeout's error instead of hanging (a hang would
+    // run into the test harness' own limit).
     server.signal("-STOP");
-    let t = Instant::now();
     let err = a.store().get("k").unwrap_err();
     assert!(matches!(err, Error::Backend(_)), "{err}");
-    assert!(err.to_string().contains("no answer within"), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(err.to_string().contains("no answer within 0.500 s"), "{err}");
     server.signal("-CONT");
     assert_eq!(a.store().get("k").unwrap(), Some(Value::Int(1)));
 
     // Stopped server: every call fails fast with a backend error.
     server.stop();
-    let t = Instant::now();
     for _ in 0..3 {
         assert!(matches!(a.store().get("k"), Err(Error::Backend(_))));
         assert!(matches!(a.store().incr("n", 1), Err(Error::Backend(_))));
@@ -438,7 +431,6 @@ fn redis_going_away_fails_fast_and_subscriptions_come_back_with_a_lag_notice() {
             Err(Error::Backend(_))
         ));
     }
-    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     // Subscribing locally still works while the connection is down.
     mb.subscribe("other").unwrap();
 
@@ -458,9 +450,11 @@ fn redis_going_away_fails_fast_and_subscriptions_come_back_with_a_lag_notice() {
     }
     b.bus().publish("chat:after", b"back").unwrap();
     assert!(
-        fd >= 0,
-        "a mailbox with a descriptor is woken for the notice too"
+        readable(quiet_fd, 5000),
+        "a mailbox waiting on its descriptor is woken for the notice"
     );
+    assert_eq!(quiet.try_recv_arm(), Err(RecvError::Lagged(1)));
+    assert_eq!(quiet.try_recv_arm(), Err(RecvError::Empty));
     let first = mb.recv_timeout(Some(Duration::from_secs(5)));
     assert_eq!(
         first.unwrap_err(),
@@ -481,4 +475,16 @@ fn redis_going_away_fails_fast_and_subscriptions_come_back_with_a_lag_notice() {
     );
     assert!(rest.iter().all(|t| t.starts_with("chat:")), "{rest:?}");
     drop(server);
+}
+
+/// Whether `fd` turns readable within `timeout_ms` (poll(2)).
+fn readable(fd: i32, timeout_ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    n == 1 && p.revents & libc::POLLIN != 0
 }

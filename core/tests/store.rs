@@ -227,58 +227,27 @@ fn expire_persist_and_incr_keeps_ttl() {
 fn expired_memory_is_reclaimed_without_a_call() {
     let engine = Engine::new(Config::default());
     let st = engine.store();
+    // Set with a TTL far away first, so nothing can expire before the count below.
     for i in 0..1000 {
         st.set(
             &format!("session:{i}"),
             Value::Int(i),
-            Some(Duration::from_millis(50)),
+            Some(Duration::from_secs(3600)),
         )
         .unwrap();
     }
     st.set("keep", Value::Int(1), None).unwrap();
-    assert!(st.len() > 1, "nothing has been reclaimed yet");
-    // The reaper runs every 100 ms; give it up to 30 s on a busy machine (or under valgrind).
+    assert_eq!(st.len(), 1001, "nothing expired, nothing reclaimed yet");
+    for i in 0..1000 {
+        assert!(st.expire(&format!("session:{i}"), Duration::from_millis(1)).unwrap());
+    }
+    // Nobody calls the store now: only the reaper thread (every 100 ms) can reclaim them. The
+    // loop is bounded (30 s: a busy machine, valgrind), not a timing check.
     let deadline = Instant::now() + Duration::from_secs(30);
     while st.len() > 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(st.len(), 1, "expired keys reclaimed by the reaper");
-    assert!(st.value_bytes() <= 1);
+    assert_eq!(st.value_bytes(), Value::Int(1).encoded_len());
 }
 
-/// `keys(prefix)` costs what the matches cost: 100 matches in 1,000,000 keys vs in 10,000.
-#[test]
-fn prefix_scan_cost_does_not_grow_with_store_size() {
-    fn build(n: usize) -> Store {
-        let engine = Engine::new(Config::default());
-        let st = engine.store().clone();
-        for i in 0..n {
-            st.set(&format!("filler:{i:08}"), Value::Int(0), None)
-                .unwrap();
-        }
-        for i in 0..100 {
-            st.set(&format!("room:42:user:{i:03}"), Value::Int(0), None)
-                .unwrap();
-        }
-        st
-    }
-    fn best_of(st: &Store) -> Duration {
-        (0..30)
-            .map(|_| {
-                let t = Instant::now();
-                assert_eq!(st.keys("room:42:").unwrap().len(), 100);
-                t.elapsed()
-            })
-            .min()
-            .unwrap()
-    }
-    let small = build(10_000);
-    let big = build(1_000_000);
-    let (a, b) = (best_of(&small), best_of(&big));
-    // The bound is 2x (see BENCHMARKS.md); a wide margin keeps this test about complexity,
-    // not timing: a full scan of 1,000,000 keys would be about 100x.
-    assert!(
-        b < a * 6 + Duration::from_micros(200),
-        "10k keys: {a:?}, 1M keys: {b:?}"
-    );
-}

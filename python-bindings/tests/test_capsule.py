@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def ext(tmp_path_factory):
     cc = shutil.which("cc")
     if cc is None:
-        pytest.skip("no C compiler")
+        pytest.fail("no C compiler (cc) found: apt-get install gcc", pytrace=False)
     out = tmp_path_factory.mktemp("ext") / ("hb_capsule_ext" + sysconfig.get_config_var("EXT_SUFFIX"))
     subprocess.run(
         [cc, "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-std=c11",

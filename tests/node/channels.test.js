@@ -162,8 +162,11 @@ test("phoenix and hornbeam.js join, see each other, chat and keep heartbeats", a
     const history = await receive(phx.channel.push("get_history", {}));
     assert.deepEqual(history.messages.map((m) => m.body), ["hi from phoenix", "hi from hornbeam"]);
 
-    // Heartbeats every 200 ms in both families: answered, so nobody reconnects.
-    await sleep(1200);
+    // Heartbeats every 200 ms in both families: five answered for each client (counted, not
+    // waited for by the clock), and nobody reconnected meanwhile.
+    const answered = (c, topic) => c.logs.filter((l) => l.startsWith(`receive: ok ${topic} `)).length;
+    await waitFor(() => answered(phx, "phoenix") >= 5 && answered(hb, "hornbeam") >= 5,
+                  "five answered heartbeats per client", 10000);
     assert.equal(phx.opens, 1);
     assert.equal(hb.opens, 1);
     assert.equal(phx.closes, 0);

@@ -8,6 +8,7 @@ stopped by its PID when the test ends.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,36 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+
+#: How to install each prerequisite of these tests (`.ci/run` installs them all).
+INSTALL_HINTS = {
+    "chromium": "apt-get install chromium (or run .ci/run, which installs every prerequisite)",
+    "redis-server": "apt-get install redis-server (or `make redis-server`)",
+    "cc": "apt-get install gcc",
+}
+
+
+def require(program: str) -> str:
+    """The path of `program`, or a failed test saying how to install it: a missing prerequisite
+    is never a pass or a skip."""
+    path = program if os.path.isabs(program) else shutil.which(program)
+    if path is None or not os.access(path, os.X_OK):
+        hint = INSTALL_HINTS.get(os.path.basename(program), "install it")
+        pytest.fail(f"{program} is not installed: {hint}", pytrace=False)
+    return path
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's chromium, which the browser tests drive through playwright-core."""
+    return require(CHROMIUM)
+
+
+@pytest.fixture
+def redis_server() -> str:
+    """The redis-server binary the Redis tests start on a free loopback port."""
+    return require("redis-server")
 
 
 def die_with_parent() -> None:

@@ -9,7 +9,6 @@ downloads a browser.
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 HOSTILE = "<img src=x onerror=alert(1)>"
 TIMEOUT_MS = 15_000
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed")
+pytestmark = pytest.mark.usefixtures("chromium")  # fails, saying how to install it, when missing
 
 
 def test_two_pages_chat_with_presence(serve: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,6 @@ user list; a hostile username stays text. A screenshot goes to artifacts/. Playw
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 HOSTILE = "<img src=x onerror=alert(1)>"
 TIMEOUT_MS = 15_000
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed")
+pytestmark = pytest.mark.usefixtures("chromium")  # fails, saying how to install it, when missing
 
 
 def test_two_pages_chat_in_chromium(serve, monkeypatch):

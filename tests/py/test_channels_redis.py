@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,20 +21,18 @@ import uuid
 from typing import Any, Iterator
 
 import pytest
-from conftest import ARTIFACTS, Server, free_port
+from conftest import ARTIFACTS, Server, free_port, require
 from test_channels import Client
 
-REDIS = shutil.which("redis-server")
-pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
 
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    assert REDIS is not None
+    redis = require("redis-server")
     port = free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / f"redis-{port}.log", "wb")
-    proc = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+    proc = subprocess.Popen([redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
@@ -50,10 +47,10 @@ def redis_url() -> Iterator[str]:
                 time.sleep(0.05)
         url = f"redis://127.0.0.1:{port}/0"
         probe = subprocess.run(
-            [sys.executable, "-c", "import hornbeam_erlang as h; h.state_set('probe', 1)"],
+            [sys.executable, "-c", "import hornbeam_erlang as h; h.state_set('probe', 1); print(h.backend())"],
             env=dict(os.environ, HORNBEAM_URL=url), capture_output=True, text=True, timeout=30)
-        if probe.returncode != 0:
-            pytest.skip(f"the engine cannot use Redis yet: {probe.stderr.strip().splitlines()[-1:]}")
+        assert probe.returncode == 0, f"the engine does not open HORNBEAM_URL={url}: {probe.stderr}"
+        assert probe.stdout.strip() == "redis", probe.stdout
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -17,7 +17,6 @@ never through an HTML sink. Three checks:
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -122,7 +121,7 @@ def test_no_html_sink_in_what_the_demo_serves(serve: Any) -> None:
     assert found == {}, "HTML sinks served:\n" + json.dumps(found, indent=1)
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed")
+@pytest.mark.usefixtures("chromium")  # fails, saying how to install it, when missing
 def test_guide_pubsub_page_shows_a_hostile_user_and_message_as_text(serve: Any,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")

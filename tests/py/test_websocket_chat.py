@@ -15,7 +15,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from conftest import free_port, wait_for_port
+from conftest import free_port, require, wait_for_port
 
 APP = "examples.websocket_chat.app:application"
 T = TypeVar("T")
@@ -375,20 +375,19 @@ REDIS_SERVER = "/usr/bin/redis-server"
 
 @pytest.fixture
 def redis_url():
-    """A private redis-server on a free port, stopped by its PID; skips when the engine lacks Redis."""
-    if not os.path.exists(REDIS_SERVER):
-        pytest.skip(f"{REDIS_SERVER} is not installed")
+    """A private redis-server on a free port, stopped by its PID; the engine must open it."""
+    require(REDIS_SERVER)
     port = free_port()
     proc = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, proc)
         url = f"redis://127.0.0.1:{port}/0"
-        probe = subprocess.run([sys.executable, "-c", "import hornbeam_erlang as h; h.state_get('probe')"],
+        probe = subprocess.run([sys.executable, "-c", "import hornbeam_erlang as h; h.state_get('probe'); print(h.backend())"],
                                env={**os.environ, "HORNBEAM_URL": url}, capture_output=True, text=True,
                                timeout=30)
-        if probe.returncode != 0:
-            pytest.skip(f"the engine does not take HORNBEAM_URL={url}: {probe.stderr.strip().splitlines()[-1:]}")
+        assert probe.returncode == 0, f"the engine does not open HORNBEAM_URL={url}: {probe.stderr}"
+        assert probe.stdout.strip() == "redis", probe.stdout
         yield url
     finally:
         proc.terminate()

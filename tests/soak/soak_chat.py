@@ -60,6 +60,18 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def _die_with_parent() -> None:
+    """In the server, before exec: SIGTERM when this harness dies, even by SIGKILL."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    """SIGTERM (as `timeout` or CI's time limit sends it) unwinds like Ctrl-C, so the `finally`
+    that stops the server runs."""
+    raise SystemExit(128 + signum)
+
+
 class Server:
     def __init__(self, port: int) -> None:
         env = dict(os.environ)
@@ -70,7 +82,8 @@ class Server:
             [sys.executable, "-m", "uvicorn", "examples.websocket_chat.app:application",
              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
              "--backlog", "4096"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -238,6 +251,7 @@ def main() -> int:
     p.add_argument("--max-growth-mib", type=float, default=16)
     p.add_argument("--quick", action="store_true", help="100 clients, 15 s, samples every 5 s")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     # Each client costs a descriptor here and two in the server (which inherits this limit).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 4 * args.clients + 1024

@@ -329,9 +329,10 @@ mod tests {
         assert_eq!(s.prefix, "");
         assert_eq!(s.timeout, Duration::from_millis(1500));
         let s = parse_url("redis://h").unwrap();
+        // The documented defaults (README, module docs), not the constants themselves.
         assert_eq!(
             (s.prefix.as_str(), s.timeout),
-            (DEFAULT_PREFIX, DEFAULT_TIMEOUT)
+            ("hb:", Duration::from_millis(3000))
         );
         assert!(parse_url("redis://h?timeout_ms=0").is_err());
         assert!(parse_url("redis://h?timeout_ms=abc").is_err());
