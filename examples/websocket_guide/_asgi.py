@@ -1,54 +1,23 @@
-"""Small raw-ASGI helpers shared by the guide's apps: paths under a mount, responses, lifespan, pages."""
+"""The guide's page helpers; paths, responses and lifespan come from `hornbeam_channels`'s toolkit."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-# Loose on purpose: Starlette apps type their scope as MutableMapping.
-ASGIApp = Callable[..., Awaitable[None]]
+from hornbeam_channels.asgi import ASGIApp, Receive, Scope, Send
+from hornbeam_channels.routing import lifespan as handle_lifespan
+from hornbeam_channels.routing import respond, respond_json, route_path
+
+__all__ = ["ASGIApp", "Receive", "Scope", "Send", "handle_lifespan", "js_literal", "render_page",
+           "respond", "respond_html", "respond_json", "route_path", "tester_page"]
 
 STATIC = Path(__file__).with_name("static")
 
 
-def route_path(scope: Scope) -> str:
-    """The path below the mount point: uvicorn and Starlette keep root_path inside path."""
-    path: str = scope.get("path", "/")
-    root = scope.get("root_path", "")
-    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
-        path = path[len(root):]
-    return path or "/"
-
-
-async def respond(send: Send, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8") -> None:
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [[b"content-type", content_type], [b"cache-control", b"no-store"]],
-    })
-    await send({"type": "http.response.body", "body": body})
-
-
-async def respond_json(send: Send, status: int, data: Any) -> None:
-    await respond(send, status, json.dumps(data).encode(), b"application/json")
-
-
 async def respond_html(send: Send, html: str) -> None:
-    await respond(send, 200, html.encode(), b"text/html; charset=utf-8")
-
-
-async def handle_lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        event = await receive()
-        if event["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif event["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    await respond(send, 200, html.encode(), "text/html; charset=utf-8")
 
 
 def js_literal(value: Any) -> str:

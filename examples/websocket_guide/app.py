@@ -20,7 +20,7 @@ from . import binary, dashboard, echo, errors, fastapi_app, pubsub_chat, starlet
 SECTIONS: list[tuple[str, Any, str, str]] = [
     ("/echo", echo.application, "Basic handler: echo", "Text frames come back as 'Echo: <text>'."),
     ("/pubsub", pubsub_chat.application, "Chat room with pub/sub",
-     "Socket and mailbox awaited together; check_pubsub() drains the mailbox."),
+     "One mailbox and one sending task per room (the topic fan-out); handlers only publish."),
     ("/binary", binary.application, "Binary data", "Binary frames answered with their SHA-256."),
     ("/subprotocols", subprotocols.application, "Subprotocols", "graphql-ws, json or none."),
     ("/tracking", tracking.application, "Connection tracking in the store",

@@ -6,7 +6,7 @@ counts its HTTP requests and 5xx answers, and keeps the p99 of the last `LATENCY
 latencies (milliseconds) of this process. The page at ``/`` shows them live; ``/work`` and ``/fail``
 are requests to watch them move (a short random delay, and an error 500).
 
-Pushes go through a bounded outbox (``examples/_outbox.py``): a dashboard that stops reading is
+Pushes go through a bounded outbox (``hornbeam_channels.Outbox``): a dashboard that stops reading is
 closed with 1008 once `OUTBOX_MAX_CHARS` characters of snapshots wait for it (about two minutes of
 them at the default interval), instead of holding memory. ``HORNBEAM_DASHBOARD_INTERVAL`` sets the
 push interval in seconds (default 1).
@@ -30,7 +30,7 @@ from typing import Any
 from hornbeam_channels import OriginGuard
 from hornbeam_erlang import state_get_multi, state_incr, state_set
 
-from examples._outbox import Outbox, SlowConsumer
+from hornbeam_channels import Outbox, SlowConsumer
 
 from ._asgi import ASGIApp, Receive, Scope, Send, handle_lifespan, render_page, respond, respond_html, respond_json, route_path
 
@@ -101,13 +101,7 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
 
 
 async def push_metrics(send: Send) -> None:
-    async def send_text(text: str) -> None:
-        await send({"type": "websocket.send", "text": text})
-
-    async def close(code: int, reason: str) -> None:
-        await send({"type": "websocket.close", "code": code, "reason": reason})
-
-    outbox = Outbox(send_text, close, name="dashboard", max_chars=OUTBOX_MAX_CHARS)
+    outbox = Outbox.for_asgi(send, name="dashboard", max_chars=OUTBOX_MAX_CHARS)
     # Ticks on the loop's clock so the period does not drift by the time each push takes.
     loop = asyncio.get_running_loop()
     next_tick = loop.time()

@@ -1,14 +1,16 @@
 """Guide section "Chat Room with Pub/Sub", made to work: ``/chat/<room>`` relays over the bus.
 
 The seed checked its mailbox (`check_pubsub()`) only after a frame arrived from its own client, so
-a quiet client never saw the others' messages. Here the handler waits on its socket and its mailbox
-together (`asyncio.wait` on ``receive()`` and ``mb.recv()``), and once woken it empties the mailbox
-with `check_pubsub()`, which reads the same task's mailbox that `subscribe()` returned.
+a quiet client never saw the others' messages. Here each socket joins its room's group in the
+process's topic fan-out (`hornbeam_channels.fanout`): one mailbox and one task per room, which
+writes every message published on the room's topic to every socket of the room as soon as it is
+published, while the handler only reads its own socket and publishes.
 
 Frames are JSON ``{"user", "text"}``; everyone in the room, the sender included, receives
 ``{"type": "message", "user", "text"}``. Invalid JSON closes with 1003. What goes to a socket
-passes through a bounded outbox (``examples/_outbox.py``): a client that stops reading is closed
-with 1008 once ``OUTBOX_MAX_CHARS`` characters wait for it, and never holds back the room.
+passes through a bounded outbox (``hornbeam_channels.Outbox``): a client that stops reading is
+closed with 1008 once its bound of characters wait for it, and never holds back the room. A room
+that fell behind far enough to lose messages sends ``{"type": "lagged", "dropped": n}``.
 
 Run alone: ``uvicorn examples.websocket_guide.pubsub_chat:application`` (tester page at ``/``).
 """
@@ -20,11 +22,9 @@ import json
 import re
 from typing import Any
 
-from hornbeam_erlang import HornbeamError, check_pubsub, publish, subscribe, unsubscribe
+from hornbeam_erlang import publish
 
-from hornbeam_channels import OriginGuard
-
-from examples._outbox import Outbox, SlowConsumer
+from hornbeam_channels import Fanout, OriginGuard, Outbox, lag_notice
 
 from ._asgi import Receive, Scope, Send, handle_lifespan, respond_html, route_path, tester_page
 
@@ -49,14 +49,7 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
         # when both run in one process (the demo).
         topic = f"guide:chat:{room}"
 
-        # Subscribe to room
-        mb = subscribe(topic)
-
-        try:
-            await handle_chat(scope, receive, send, topic, mb)
-        finally:
-            unsubscribe(topic)
-            mb.close()
+        await handle_chat(receive, send, topic)
     elif scope["type"] == "http":
         await respond_html(send, tester_page(
             scope.get("root_path", ""), "Chat room with pub/sub",
@@ -67,56 +60,42 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
         await handle_lifespan(receive, send)
 
 
-async def handle_chat(scope: Scope, receive: Receive, send: Send, topic: str, mb: Any) -> None:
-    async def send_text(text: str) -> None:
-        await send({"type": "websocket.send", "text": text})
+# The rooms of this process: one mailbox and one sending task per room. Publishers encode once.
+rooms = Fanout(on_lag=lag_notice(lambda n: json.dumps({"type": "lagged", "dropped": n})),
+               name="guide chat rooms")
 
-    async def close(code: int, reason: str) -> None:
-        await send({"type": "websocket.close", "code": code, "reason": reason})
 
-    outbox = Outbox(send_text, close, name=f"guide chat {topic}")
-    from_client = asyncio.ensure_future(receive())
-    from_bus = asyncio.ensure_future(mb.recv())
+async def handle_chat(receive: Receive, send: Send, topic: str) -> None:
+    outbox = Outbox.for_asgi(send, name=f"guide chat {topic}")
+    # Subscribe to room
+    rooms.join(topic, outbox)
+    dropped = asyncio.ensure_future(outbox.wait_ended())
     try:
         while True:
-            done, _ = await asyncio.wait({from_client, from_bus}, return_when=asyncio.FIRST_COMPLETED)
+            from_client = asyncio.ensure_future(receive())
+            done, _ = await asyncio.wait({from_client, dropped}, return_when=asyncio.FIRST_COMPLETED)
+            if dropped in done:  # dropped by the outbox's policy (closed with 1008), or gone
+                from_client.cancel()
+                return
+            message = from_client.result()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            data = parse(text) if text is not None and len(text) <= MAX_FRAME_CHARS else None
+            if data is None:
+                outbox.cancel()
+                await send({"type": "websocket.close", "code": 1003, "reason": "expected a JSON object"})
+                return
 
-            if from_bus in done:
-                try:
-                    first = from_bus.result()
-                except HornbeamError:
-                    return
-                # Check for pub/sub messages: the one that woke us, then whatever else is queued
-                pubsub_msg = first
-                try:
-                    while pubsub_msg is not None:
-                        await forward(outbox, pubsub_msg)
-                        pubsub_msg = check_pubsub()
-                except (SlowConsumer, OSError):
-                    return  # dropped by the outbox's policy (closed with 1008), or gone
-                from_bus = asyncio.ensure_future(mb.recv())
-
-            if from_client in done:
-                message = from_client.result()
-                if message["type"] == "websocket.disconnect":
-                    return
-                text = message.get("text")
-                data = parse(text) if text is not None and len(text) <= MAX_FRAME_CHARS else None
-                if data is None:
-                    await send({"type": "websocket.close", "code": 1003, "reason": "expected a JSON object"})
-                    return
-
-                # Broadcast to all subscribers
-                publish(topic, {
-                    "type": "message",
-                    "user": str(data.get("user", "anonymous"))[:32],
-                    "text": str(data.get("text", ""))[:2000],
-                })
-                from_client = asyncio.ensure_future(receive())
+            # Broadcast to all subscribers (encoded once, here)
+            publish(topic, json.dumps({
+                "type": "message",
+                "user": str(data.get("user", "anonymous"))[:32],
+                "text": str(data.get("text", ""))[:2000],
+            }))
     finally:
-        # A cancelled recv() neither consumes nor drops a message (the engine guarantees it).
-        from_client.cancel()
-        from_bus.cancel()
+        dropped.cancel()
+        rooms.leave_all(outbox)
         outbox.cancel()
 
 
@@ -126,11 +105,3 @@ def parse(text: str) -> dict[str, Any] | None:
     except (ValueError, RecursionError):  # RecursionError: nested too deeply
         return None
     return data if isinstance(data, dict) else None
-
-
-async def forward(outbox: Outbox, msg: Any) -> None:
-    if msg.lagged:
-        payload: Any = {"type": "lagged", "dropped": msg.lagged}
-    else:
-        payload = msg.message
-    await outbox.send(json.dumps(payload))
