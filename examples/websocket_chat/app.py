@@ -38,7 +38,6 @@ from hornbeam_channels.asgi import Receive, Scope, Send
 from hornbeam_channels.outbox import CLOSE_TOO_SLOW
 from hornbeam_channels.routing import lifespan, respond, respond_json, route_path
 from hornbeam_erlang import (
-    publish,
     state_delete,
     state_get,
     state_get_multi,
@@ -148,8 +147,9 @@ class ChatRoom:
 
 
 def publish_event(topic: str, kind: str, data: dict[str, Any]) -> int:
-    # Published as JSON text: encoded once here rather than once per receiving connection.
-    return publish(topic, json.dumps({"type": kind, "data": data}))
+    # Published as JSON text: encoded once here rather than once per receiving connection. The
+    # room's members in this process get it at once, from here; other processes through the bus.
+    return rooms.publish(topic, json.dumps({"type": kind, "data": data}))
 
 
 def known_rooms() -> list[ChatRoom]:

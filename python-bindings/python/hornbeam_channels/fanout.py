@@ -38,6 +38,13 @@ Members and topics
     its mailbox and its task at once. Frames can skip one member: a broadcast envelope names the
     member key it excludes (``broadcast_from``).
 
+Publishing
+    ``hornbeam_erlang.publish(bus_topic, data)`` from anywhere reaches every member, in every
+    process. :meth:`Fanout.publish` does the same and then hands this process's members what
+    their topic's mailbox holds at once, in the publisher's own step (Zenith's loop of sends),
+    so what a handler publishes reaches its local members, its own connection included, before
+    anything it sends next: read-your-writes order within a process, and no task switch.
+
 Threads and loops
     A fan-out serves the event loop it is used from; several loops (threads) each get their own
     groups. Its methods are not thread-safe: call them from the loop's thread.
@@ -175,6 +182,30 @@ class Fanout:
         if group.task is not None and group.task is not asyncio.current_task():
             group.task.cancel()
 
+    def publish(self, topic: str, data: Any) -> int:
+        """Publishes ``data`` on ``topic``'s bus topic, then delivers this loop's share at once
+        (see "Publishing"); returns what ``hornbeam_erlang.publish`` returns."""
+        delivered = hb.publish(self.bus_topic(topic), data)
+        self.flush(topic)
+        return delivered
+
+    def flush(self, topic: str) -> None:
+        """Delivers what ``topic``'s mailbox holds to the members now, in the caller's step, in
+        the order the task would have (it takes messages only synchronously, so nothing it
+        already took is overtaken). No-op outside an event loop or without members."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        group = self._groups.get((loop, topic))
+        if group is not None:
+            try:
+                batch = group.mailbox.drain()
+            except hb.MailboxClosed:
+                return
+            if batch:
+                self._deliver(group, batch)
+
     def topics(self) -> list[str]:
         """The topics with members in the running loop (sorted)."""
         loop = asyncio.get_running_loop()
@@ -195,7 +226,6 @@ class Fanout:
 
     async def _run(self, group: _Group) -> None:
         mailbox = group.mailbox
-        render = self.render
         members = group.members
         while True:
             try:
@@ -203,29 +233,34 @@ class Fanout:
                 batch = [first, *mailbox.drain()]
             except hb.MailboxClosed:
                 return
-            for msg in batch:
-                lagged = msg.lagged
-                if lagged:
-                    log.warning("%s: topic %s fell behind, %d messages dropped",
-                                self.name, group.topic, lagged)
-                    text = self.on_lag(group.topic, lagged)
-                    if text is None:
-                        continue
-                    frame = Frame(text)
-                else:
-                    try:
-                        rendered = render(msg.message)
-                    except Exception:
-                        log.exception("%s: cannot render a message of %s", self.name, group.topic)
-                        continue
-                    if rendered is None:
-                        continue
-                    frame = rendered
-                self._send(group, members, frame)
+            self._deliver(group, batch)
             if not members:
                 return
 
-    def _send(self, group: _Group, members: dict[Outbox, Hashable], frame: Frame) -> None:
+    def _deliver(self, group: _Group, batch: list[hb.Message]) -> None:
+        render = self.render
+        members = group.members
+        for msg in batch:
+            lagged = msg.lagged
+            if lagged:
+                log.warning("%s: topic %s fell behind, %d messages dropped",
+                            self.name, group.topic, lagged)
+                text = self.on_lag(group.topic, lagged)
+                if text is None:
+                    continue
+                frame = Frame(text)
+            else:
+                try:
+                    rendered = render(msg.message)
+                except Exception:
+                    log.exception("%s: cannot render a message of %s", self.name, group.topic)
+                    continue
+                if rendered is None:
+                    continue
+                frame = rendered
+            self._send(members, frame)
+
+    def _send(self, members: dict[Outbox, Hashable], frame: Frame) -> None:
         text, exclude = frame
         gone: Optional[list[Outbox]] = None
         # A snapshot: a send never runs member code, but a drop ends the member's connection,
