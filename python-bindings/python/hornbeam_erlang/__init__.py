@@ -51,6 +51,26 @@ from ._native import (
     state_set_multi,
     state_ttl,
 )
+from ._errors import CallTimeout, HandlerError, HookError, HookNotFound, NodeDown
+from ._hooks import (
+    await_result,
+    call,
+    cast,
+    execute,
+    execute_async,
+    hook,
+    node,
+    nodes,
+    register_function,
+    register_hook,
+    rpc_call,
+    rpc_cast,
+    stream,
+    stream_async,
+    unhook,
+    unregister_function,
+    unregister_hook,
+)
 
 __version__: str = _native.__version__
 
@@ -63,6 +83,11 @@ __all__ = [
     "set", "state_clear", "state_count", "state_decr", "state_delete", "state_exists",
     "state_expire", "state_get", "state_get_multi", "state_incr", "state_keys", "state_set",
     "state_set_if_absent", "state_set_multi", "state_ttl", "subscribe", "unsubscribe",
+    # Hooks, calls and nodes (_hooks.py)
+    "CallTimeout", "HandlerError", "HookError", "HookNotFound", "NodeDown", "await_result", "call",
+    "cast", "execute", "execute_async", "hook", "node", "nodes", "receive_pubsub",
+    "register_function", "register_hook", "rpc_call", "rpc_cast", "stream", "stream_async",
+    "unhook", "unregister_function", "unregister_hook",
 ]
 
 get = state_get
@@ -286,6 +311,23 @@ def check_pubsub() -> Optional[Message]:
     """The next message of the current task's mailbox, or None at once."""
     mb = current_mailbox()
     return None if mb is None else mb.recv_nowait()
+
+
+def receive_pubsub(timeout: float = 0) -> Optional[dict[str, Any]]:
+    """Hornbeam's poll of the current task's mailbox: the next message as a dict (``topic``,
+    ``message``; a lag notice is ``{"topic": None, "message": None, "lagged": n}``) so that it
+    can be sent as JSON, or None when none arrives within `timeout` seconds (0: at once). A
+    positive timeout blocks the thread (releasing the GIL); in a coroutine, prefer
+    ``await mailbox().recv(timeout)``."""
+    mb = current_mailbox()
+    if mb is None:
+        return None
+    msg = mb.recv_nowait() if timeout <= 0 else mb._recv_blocking(timeout)
+    if msg is None:
+        return None
+    if msg.lagged:
+        return {"topic": None, "message": None, "lagged": msg.lagged}
+    return {"topic": msg.topic, "message": msg.message}
 
 
 _log = logging.getLogger("hornbeam_erlang")
