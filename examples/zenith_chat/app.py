@@ -1,15 +1,17 @@
 """Zenith's WebSocket chat (seed 003) on FastAPI, with its rooms and users in the Hornbeam store.
 
 The seed kept ``rooms`` and ``user_names`` in Python dicts of one process and looped over sockets to
-broadcast. Here every connection is a key in the store and a mailbox on the bus:
+broadcast. Here every connection is a key in the store and a member of its room's group in the
+process's topic fan-out (``hornbeam_channels.Fanout``):
 
 * ``zenith:room:<room>:<conn>`` holds the username of connection ``<conn>`` while it is in
   ``<room>`` (``<conn>`` comes from a store counter, so keys sort in join order); the REST endpoints
   read the rooms and users back with ``state_keys``;
-* events of a room are published on the topic ``zenith:room:<room>``; what is meant for one
-  connection only (``users_list``, errors) is published on ``zenith:conn:<conn>``; each connection
-  subscribes its own mailbox to both, so one task writes its socket, in order, and fan-out works
-  across processes once the store and bus are shared (``HORNBEAM_URL``).
+* events of a room are published on the topic ``zenith:room:<room>``, encoded once; each process
+  holds one mailbox and one task per room and writes every event to the sockets of the room it
+  serves (the publisher's own process at once, in the publisher's step), so fan-out works across
+  processes once the store and bus are shared (``HORNBEAM_URL``); what is meant for one connection
+  only (``users_list``, errors) goes straight to its outbox, after the room events it caused.
 
 Room names and usernames are percent-encoded inside keys and topics, so a ``:`` or ``*`` in a name
 can never split a key or act as a wildcard.
@@ -37,9 +39,8 @@ from urllib.parse import quote, unquote
 import hornbeam_erlang as hb
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse
-from hornbeam_channels import OriginGuard
+from hornbeam_channels import Fanout, OriginGuard, Outbox, lag_skip
 
-from examples._outbox import Outbox
 from examples._tasks import run_until_first_ends, text_frames
 
 log = logging.getLogger("zenith_chat")
@@ -63,10 +64,6 @@ def _enc(name: str) -> str:
 
 def room_topic(room_id: str) -> str:
     return f"zenith:room:{_enc(room_id)}"
-
-
-def conn_topic(conn_id: str) -> str:
-    return f"zenith:conn:{conn_id}"
 
 
 def user_key(room_id: str, conn_id: str) -> str:
@@ -94,30 +91,22 @@ def active_rooms() -> dict[str, list[str]]:
     return dict(sorted(rooms.items()))
 
 
-def _frame(event: dict[str, Any]) -> dict[str, Any]:
-    """A bus envelope: the JSON text is made once by the publisher, whatever the fan-out."""
-    return {"text": json.dumps(event)}
+# The rooms of this process: one mailbox and one sending task per room, whatever its users. As in
+# the seed, what a connection missed while it fell far behind is skipped (and logged).
+rooms = Fanout(on_lag=lag_skip, name="zenith rooms")
 
 
 def broadcast_to_room(room_id: str, event: dict[str, Any]) -> None:
-    hb.publish(room_topic(room_id), _frame(event))
-
-
-def send_to_conn(conn_id: str, event: dict[str, Any]) -> None:
-    hb.publish(conn_topic(conn_id), _frame(event))
-
-
-def send_error(conn_id: str, code: str, message: str) -> None:
-    send_to_conn(conn_id, {"type": "error", "error": code, "message": message})
+    """Sends ``event`` to everyone in the room, in every process; encoded once, here."""
+    rooms.publish(room_topic(room_id), json.dumps(event))
 
 
 class ChatConnection:
     """One socket in one room: its handlers for the seed's three frame types, and its cleanup."""
 
-    def __init__(self, websocket: WebSocket, room_id: str, mailbox: hb.Mailbox, conn_id: str):
+    def __init__(self, websocket: WebSocket, room_id: str, conn_id: str):
         self.websocket = websocket
         self.room_id = room_id
-        self.mailbox = mailbox
         self.conn_id = conn_id
         self.username: Optional[str] = None
         # What waits for the client, bounded: a client that stops reading is dropped (1008).
@@ -126,6 +115,13 @@ class ChatConnection:
                              lambda code, reason: websocket.close(code=code, reason=reason),
                              name=f"zenith connection {conn_id}")
 
+    def send(self, event: dict[str, Any]) -> None:
+        """Sends ``event`` to this connection only (never waits: through its outbox)."""
+        self.outbox.offer(json.dumps(event))
+
+    def send_error(self, code: str, message: str) -> None:
+        self.send({"type": "error", "error": code, "message": message})
+
     async def read_socket(self) -> None:
         """Handles client frames until the client goes away."""
         async for raw in text_frames(self.websocket):
@@ -133,15 +129,15 @@ class ChatConnection:
 
     def handle_text(self, raw: str) -> None:
         if len(raw) > MAX_FRAME_CHARS:
-            send_error(self.conn_id, "frame_too_large", f"frames are limited to {MAX_FRAME_CHARS} characters")
+            self.send_error("frame_too_large", f"frames are limited to {MAX_FRAME_CHARS} characters")
             return
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError):  # RecursionError: nested too deeply
-            send_error(self.conn_id, "invalid_json", "frames must be JSON objects")
+            self.send_error("invalid_json", "frames must be JSON objects")
             return
         if not isinstance(data, dict):
-            send_error(self.conn_id, "invalid_json", "frames must be JSON objects")
+            self.send_error("invalid_json", "frames must be JSON objects")
             return
         kind = data.get("type")
         if kind == "join":
@@ -151,16 +147,16 @@ class ChatConnection:
         elif kind == "typing":
             self.typing(data)
         else:
-            send_error(self.conn_id, "unknown_type", f"unknown frame type: {kind!r}"[:200])
+            self.send_error("unknown_type", f"unknown frame type: {kind!r}"[:200])
 
     def join(self, data: dict[str, Any]) -> None:
         username = data.get("username")
         if not isinstance(username, str) or not username.strip() or len(username) > MAX_USERNAME:
-            send_error(self.conn_id, "invalid_username",
+            self.send_error("invalid_username",
                        f"username must be a non-empty string of at most {MAX_USERNAME} characters")
             return
         if self.username is None:
-            self.mailbox.subscribe(room_topic(self.room_id))
+            rooms.join(room_topic(self.room_id), self.outbox)
         # A second join renames the connection, as the seed's dict assignment did.
         self.username = username
         hb.state_set(user_key(self.room_id, self.conn_id), username)
@@ -169,18 +165,18 @@ class ChatConnection:
             "username": username,
             "message": f"{username} joined the room",
         })
-        send_to_conn(self.conn_id, {"type": "users_list", "users": room_users(self.room_id)})
+        self.send({"type": "users_list", "users": room_users(self.room_id)})
 
     def message(self, data: dict[str, Any]) -> None:
         if self.username is None:
-            send_error(self.conn_id, "not_joined", "send a join frame first")
+            self.send_error("not_joined", "send a join frame first")
             return
         text = data.get("message")
         if not isinstance(text, str) or not text.strip():
-            send_error(self.conn_id, "empty_message", "message must be a non-empty string")
+            self.send_error("empty_message", "message must be a non-empty string")
             return
         if len(text) > MAX_MESSAGE:
-            send_error(self.conn_id, "message_too_long",
+            self.send_error("message_too_long",
                        f"message must be at most {MAX_MESSAGE} characters")
             return
         broadcast_to_room(self.room_id, {
@@ -193,7 +189,7 @@ class ChatConnection:
 
     def typing(self, data: dict[str, Any]) -> None:
         if self.username is None:
-            send_error(self.conn_id, "not_joined", "send a join frame first")
+            self.send_error("not_joined", "send a join frame first")
             return
         broadcast_to_room(self.room_id, {
             "type": "typing",
@@ -201,22 +197,10 @@ class ChatConnection:
             "is_typing": bool(data.get("is_typing", False)),
         })
 
-    async def write_socket(self) -> None:
-        """Sends what arrives in the mailbox through the outbox; the only writer of the socket
-        after accept. Ends (`SlowConsumer`) when the client was dropped for not reading."""
-        try:
-            while True:
-                item = await self.mailbox.recv()
-                if item.lagged:
-                    log.warning("connection %s fell behind: %d events dropped", self.conn_id, item.lagged)
-                    continue
-                await self.outbox.send(item.message["text"])
-        finally:
-            self.outbox.cancel()
-
     def leave(self) -> None:
         """Removes the connection's key and tells the room; safe to call however the socket ended."""
-        self.mailbox.close()
+        rooms.leave_all(self.outbox)
+        self.outbox.cancel()
         if self.username is not None:
             hb.state_delete(user_key(self.room_id, self.conn_id))
             broadcast_to_room(self.room_id, {
@@ -232,11 +216,10 @@ async def websocket_chat(websocket: WebSocket, room_id: str) -> None:
     """The seed's endpoint: join, then chat and type; events come from the room's topic."""
     await websocket.accept()
     conn_id = f"{hb.state_incr('zenith:next_conn'):012d}"
-    # The handler task's own mailbox; the two child tasks share it explicitly.
-    mailbox = hb.subscribe(conn_topic(conn_id))
-    conn = ChatConnection(websocket, room_id, mailbox, conn_id)
+    conn = ChatConnection(websocket, room_id, conn_id)
     try:
-        await run_until_first_ends(conn.read_socket(), conn.write_socket())
+        # Ends when the client leaves, or when its outbox dropped it for not reading.
+        await run_until_first_ends(conn.read_socket(), conn.outbox.wait_ended())
     finally:
         conn.leave()
 

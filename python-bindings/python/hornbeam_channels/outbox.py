@@ -103,6 +103,9 @@ class Outbox:
         self.dropped = False
         self._ended: Optional[asyncio.Future[None]] = None
         self._closing: Optional[asyncio.Task[None]] = None
+        # Set by `for_asgi`: the raw ASGI send, called directly on the fast path (one call frame
+        # less per frame than `send_text`, which the fan-out pays once per member).
+        self._asgi_send: Optional[Send] = None
 
     @classmethod
     def for_asgi(cls, send: Send, *, name: str = "",
@@ -118,7 +121,9 @@ class Outbox:
         async def close(code: int, reason: str) -> None:
             await send({"type": "websocket.close", "code": code, "reason": reason})
 
-        return cls(send_text, close, name=name, max_chars=max_chars)
+        outbox = cls(send_text, close, name=name, max_chars=max_chars)
+        outbox._asgi_send = send
+        return outbox
 
     @property
     def writing(self) -> bool:
@@ -147,7 +152,12 @@ class Outbox:
             return False
         if self._writer is None:
             # Nothing in flight: send now, in this task, unless the transport makes it wait.
-            coro = self._send_text(text)
+            asgi_send = self._asgi_send
+            if asgi_send is not None:
+                coro: Coroutine[Any, Any, None] = asgi_send(  # type: ignore[assignment]
+                    {"type": "websocket.send", "text": text})
+            else:
+                coro = self._send_text(text)
             try:
                 pending = coro.send(None)
             except StopIteration:
