@@ -45,12 +45,13 @@ test-examples: install redis-server ## pytest: example apps on a real uvicorn, b
 test-node: install ## Node: the official phoenix client and hornbeam.js against the channels server
 	cd tests/node && npm ci --no-audit --no-fund --silent && HORNBEAM_PYTHON=$(abspath $(PY)) node --test
 
-test-wheel: venv ## `pip install .` into a fresh venv: the wheel carries all three packages and stubs
+test-wheel: venv ## `pip install .` into a fresh venv: the wheel carries all four packages and stubs
 	set -e; tmp=$$(mktemp -d); python3 -m venv $$tmp/venv; \
 	  $$tmp/venv/bin/pip install -q . ; \
-	  cd $$tmp && $$tmp/venv/bin/python -c "import hornbeam_erlang, hornbeam_channels, hornbeam_presence, pathlib; \
+	  cd $$tmp && $$tmp/venv/bin/python -c "import hornbeam_erlang, hornbeam_channels, hornbeam_presence, hornbeam_ml, pathlib; \
 	    p = pathlib.Path(hornbeam_erlang.__file__).parent; assert (p / '__init__.pyi').exists() and (p / 'py.typed').exists(); \
 	    assert (pathlib.Path(hornbeam_channels.__file__).parent / 'static' / 'hornbeam.js').exists(); \
+	    assert (pathlib.Path(hornbeam_ml.__file__).parent / 'py.typed').exists(); \
 	    hornbeam_erlang.state_set('k', {'a': 1}); assert hornbeam_erlang.state_get('k') == {'a': 1}; print('test-wheel: pip install . works')"; \
 	  rm -rf $$tmp
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ._native import HornbeamError
+from ._native import HornbeamError  # type: ignore[import-not-found]  # no stub: the native module
 
 
 class HookError(HornbeamError, RuntimeError):

@@ -18,7 +18,8 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as _FutureTimeout
 from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
-from . import _handlers, _native, _node
+from . import _handlers, _node
+from . import _native  # type: ignore[attr-defined]  # no stub: the native module
 from ._errors import CallTimeout, HandlerError, HookError, HookNotFound, NodeDown
 
 #: How long `execute`, `stream` (between two chunks) and `call` wait, in ms; Hornbeam's

@@ -24,6 +24,7 @@ name (when the name is the default one) and starts again on its first use.
 from __future__ import annotations
 
 import atexit
+import functools
 import itertools
 import logging
 import os
@@ -35,7 +36,8 @@ import traceback
 from typing import Any, Callable, Optional
 from urllib.parse import quote, unquote
 
-from . import _handlers, _native
+from . import _handlers
+from . import _native  # type: ignore[attr-defined]  # no stub: the native module
 from ._errors import HookNotFound
 
 _log = logging.getLogger("hornbeam_erlang")
@@ -222,7 +224,7 @@ class Runtime:
             req = msg.message
             if not isinstance(req, dict) or "k" not in req:
                 continue
-            self.pool.submit(lambda req=req: serve_request(req))
+            self.pool.submit(functools.partial(serve_request, req))
 
 
 def _reply(topic: str, msg: dict[str, Any]) -> None:
@@ -243,7 +245,7 @@ def _error(req: dict[str, Any], e: BaseException) -> dict[str, Any]:
 
 def _target(req: dict[str, Any]) -> Callable[..., Any]:
     app, action = req.get("app"), req.get("act")
-    f = _handlers.bound(app, action) if isinstance(app, str) else None
+    f = _handlers.bound(app, action) if isinstance(app, str) and isinstance(action, str) else None
     if f is None:
         raise HookNotFound(f"node {node_name()} does not serve hook {app!r}")
     return f
