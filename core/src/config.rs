@@ -1,5 +1,9 @@
 //! Settings of an engine: limits on keys, values and messages, mailbox bounds, sharding.
 
+/// Environment variable that selects the backend (`local://...`, `redis://...`); unset means
+/// embedded.
+pub const URL_ENV: &str = "HORNBEAM_URL";
+
 /// Size limits. Going past one is an error naming the limit, never a truncation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {

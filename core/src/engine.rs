@@ -4,12 +4,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::bus::Bus;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store::Store;
 use crate::sync::GlobalSlot;
 
-/// Environment variable that selects the backend (`redis://...`); unset means embedded.
-pub const URL_ENV: &str = "HORNBEAM_URL";
+pub use crate::config::URL_ENV;
 
 /// A store and a bus. Cloning gives another handle to the same engine.
 ///
@@ -38,39 +37,32 @@ impl Engine {
         }
     }
 
-    /// Opens the engine a URL names: `""` or `embedded://` for the embedded engine, or
-    /// `redis://[user:password@]host:port/db[?prefix=myapp:&timeout_ms=3000]` (or
-    /// `redis+unix:///path/to/socket?db=0`) for an engine whose store and bus are shared by every
-    /// process opening the same URL. `rediss://` (TLS) is refused: no TLS support is built in.
+    /// Opens the engine a URL names: `""` or `embedded://` for the embedded engine;
+    /// `local:///abs/dir[?map_size=256m&max_readers=1022&sync=0]` (or `local://` alone, a per-user
+    /// directory under `$XDG_RUNTIME_DIR` or `/dev/shm`) for an engine shared by every process on
+    /// this machine that opens the same directory (LMDB, no server; see the `local` backend's docs);
+    /// or `redis://[user:password@]host:port/db[?prefix=myapp:&timeout_ms=3000]` (or
+    /// `redis+unix:///path/to/socket?db=0`) for an engine shared by every process opening the same
+    /// Redis. `rediss://` (TLS) is refused: no TLS support is built in.
     ///
-    /// `prefix` (default `hb:`) is put before every Redis key and channel, so apps sharing one
-    /// Redis stay apart; `timeout_ms` (default 3000) bounds connecting and every call: an
+    /// Redis: `prefix` (default `hb:`) is put before every Redis key and channel, so apps sharing
+    /// one Redis stay apart; `timeout_ms` (default 3000) bounds connecting and every call: an
     /// unreachable or hung Redis gives [`Error::Backend`] within about twice that, never a hang.
-    /// Opening checks that Redis answers. No thread starts until the first subscription.
+    /// Opening checks that the backend answers. No thread starts until the first subscription.
     pub fn open(url: &str, config: Config) -> Result<Engine> {
-        let url = url.trim();
-        if url.is_empty() || url.starts_with("embedded:") || url.starts_with("mem:") {
-            return Ok(Engine::new(config));
-        }
-        if url.starts_with("redis://")
-            || url.starts_with("rediss://")
-            || url.starts_with("redis+unix://")
-            || url.starts_with("unix://")
-        {
-            let redis = crate::remote::Redis::open(url)?;
-            return Ok(Engine {
-                bus: Bus::with_redis(&config, redis.clone()),
-                store: Store::with_redis(config, redis),
-            });
-        }
-        Err(Error::InvalidArgument(format!(
-            "{URL_ENV}={:?}: unsupported backend (use redis://host:port/db, embedded://, or leave \
-             {URL_ENV} unset)",
-            crate::remote::hide_password(url)
-        )))
+        Ok(match crate::backend::open(url)? {
+            None => Engine::new(config),
+            Some(opened) => Engine {
+                bus: match opened.relay {
+                    Some(relay) => Bus::with_relay(&config, relay),
+                    None => Bus::new(&config),
+                },
+                store: Store::with_flavor(config.limits, opened.store),
+            },
+        })
     }
 
-    /// `"embedded"` or `"redis"`: where the store and bus keep their data.
+    /// `"embedded"`, `"local"` or `"redis"`: where the store and bus keep their data.
     pub fn backend_name(&self) -> &'static str {
         self.store.backend_name()
     }
@@ -102,6 +94,7 @@ impl Engine {
     /// Forgets the default engine in a forked child, without touching its locks (another thread
     /// may have held one at fork time). The old engine is leaked, never used again.
     pub fn reset_global_after_fork() {
+        crate::backend::after_fork_in_child();
         GLOBAL.forget();
         GENERATION.fetch_add(1, Ordering::AcqRel);
     }

@@ -19,19 +19,22 @@
 //! assert_eq!(mailbox.try_recv(), Err(RecvError::Empty));
 //! ```
 //!
-//! Module map: [`store`] (sharded map, prefix index, TTL), [`bus`] (topic trie, mailboxes),
-//! [`value`] (MessagePack values), [`error`] (the one error enum), [`config`] (limits).
+//! Module map: [`store`] (the store's front: limits, one dispatch per call), [`bus`] (topic trie,
+//! mailboxes, the relay to other processes), `backend` (the closed set of flavors: embedded,
+//! `local://` on LMDB, Redis), [`value`] (MessagePack values), [`error`] (the one error enum),
+//! [`config`] (limits).
 //!
-//! The same store and bus run on Redis for several processes or machines:
-//! `Engine::open("redis://127.0.0.1:6379/0?prefix=myapp:", config)`, or `HORNBEAM_URL` for
+//! The same store and bus are shared by the processes of one machine with
+//! `Engine::open("local:///dev/shm/myapp", config)` (no server), or of several machines with
+//! `Engine::open("redis://127.0.0.1:6379/0?prefix=myapp:", config)`; `HORNBEAM_URL` chooses for
 //! [`Engine::global`] (see [`Engine::open`]).
 
+mod backend;
 pub mod bus;
 pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
-mod remote;
 pub mod store;
 pub mod sync;
 mod valgrind;

@@ -333,7 +333,6 @@ fn invalid_topics_and_sizes_are_errors() {
     assert_eq!(bus.subscription_count(), 0);
 }
 
-
 #[test]
 fn ready_set_reports_each_mailbox_once_per_batch() {
     let engine = Engine::new(Config::default());

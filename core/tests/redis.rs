@@ -417,7 +417,10 @@ fn redis_going_away_fails_fast_and_subscriptions_come_back_with_a_lag_notice() {
     server.signal("-STOP");
     let err = a.store().get("k").unwrap_err();
     assert!(matches!(err, Error::Backend(_)), "{err}");
-    assert!(err.to_string().contains("no answer within 0.500 s"), "{err}");
+    assert!(
+        err.to_string().contains("no answer within 0.500 s"),
+        "{err}"
+    );
     server.signal("-CONT");
     assert_eq!(a.store().get("k").unwrap(), Some(Value::Int(1)));
 

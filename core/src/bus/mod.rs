@@ -31,16 +31,18 @@
 //! **Locking behaviour:** `publish` holds the trie's shared lock while it queues (queueing never
 //! blocks), so publishers run in parallel; subscribe, unsubscribe and close take it exclusively.
 //!
-//! # On Redis
+//! # Across processes (`local://`, Redis)
 //!
-//! A bus opened on Redis ([`crate::Engine::open`] with a `redis://` URL) keeps its subscriptions
-//! and mailboxes in this process, exactly as above. `publish` sends one envelope (this bus's node
-//! id, the topic, the payload) to the prefix's Redis channel and queues the message into the local
-//! mailboxes directly; every other bus on the same URL receives the envelope on its one
-//! subscription connection (one background thread, started by the bus's first subscription),
-//! ignores its own, and fans it out locally through the same trie, so pattern semantics, order
+//! A bus opened on a shared backend ([`crate::Engine::open`] with a `local://` or `redis://` URL)
+//! keeps its subscriptions and mailboxes in this process, exactly as above, and has a *relay*
+//! (`crate::backend::Relay`) to the other processes. `publish` queues the message into the local
+//! mailboxes directly and hands it to the relay once (not once per mailbox); every other process's
+//! relay receives it (one background thread, started by the bus's first subscription) and hands
+//! it to that process's bus, which fans it out through the same trie, so pattern semantics, order
 //! per publisher, bounds and lag notices are the same. `publish` then returns the local deliveries
-//! plus the number of *other* buses (processes) that received the envelope.
+//! plus the number of *other* processes the message reached. On `local://` a process that fell
+//! behind the shared log's bound gets a lag notice of the number of messages it missed (see the
+//! local relay's docs); on Redis:
 //!
 //! When the subscription connection is lost, the thread reconnects with backoff and
 //! resubscribes; every subscribed mailbox then gets a lag notice of `1` at that place in its
@@ -61,9 +63,9 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use crate::backend::{Relay, Sink};
 use crate::config::{Config, Limits, MailboxConfig};
 use crate::error::{shorten, Error, Result};
-use crate::remote::bus::RedisBus;
 use mailbox::Shared;
 pub use mailbox::{Mailbox, ReadySet};
 
@@ -152,18 +154,64 @@ pub(crate) struct BusInner {
     subscriptions: AtomicUsize,
     pub(crate) limits: Limits,
     mailbox: MailboxConfig,
-    /// Set when the bus spans processes through Redis.
-    remote: Option<Arc<RedisBus>>,
+    /// Set when the bus spans processes (`local://`, Redis).
+    relay: Option<Relay>,
+}
+
+impl Sink for BusInner {
+    fn deliver(&self, topic: &str, payload: &[u8]) -> usize {
+        self.deliver(&Message::new(topic, payload))
+    }
+
+    fn note_gap(&self, missed: u64) -> usize {
+        let trie = self.trie.read();
+        let mut all: Vec<&Arc<Shared>> = Vec::new();
+        trie.for_each_list(&mut |list| all.extend(list.iter()));
+        all.sort_unstable_by_key(|s| s.id);
+        all.dedup_by_key(|s| s.id);
+        for s in &all {
+            s.note_lag(missed);
+        }
+        all.len()
+    }
 }
 
 impl BusInner {
-    /// On Redis, makes sure the subscriber thread runs (and, the first time, that it subscribed).
+    /// On a shared backend, makes sure the relay runs (and, the first time, that it joined).
     #[inline]
     pub(crate) fn ensure_remote(this: &Arc<BusInner>) -> Result<()> {
-        match &this.remote {
-            Some(r) => r.ensure_started(this),
+        match &this.relay {
+            Some(r) => {
+                let sink: Arc<dyn Sink> = this.clone();
+                r.ensure_started(Arc::downgrade(&sink))
+            }
             None => Ok(()),
         }
+    }
+
+    /// Queues an already-built message into matching mailboxes (no checks).
+    fn deliver(&self, msg: &Message) -> usize {
+        let trie = self.trie.read();
+        let mut first: Option<&[Arc<Shared>]> = None;
+        let mut more: Vec<&[Arc<Shared>]> = Vec::new();
+        trie.matching(msg.topic(), &mut |list| {
+            if first.is_none() {
+                first = Some(list);
+            } else {
+                more.push(list);
+            }
+        });
+        let Some(first) = first else { return 0 };
+        if more.is_empty() {
+            // One list: a mailbox appears in it at most once.
+            return first.iter().filter(|s| s.push(msg)).count();
+        }
+        // Several lists (patterns overlapping): deliver once per mailbox.
+        more.push(first);
+        let mut all: Vec<&Arc<Shared>> = more.into_iter().flatten().collect();
+        all.sort_unstable_by_key(|s| s.id);
+        all.dedup_by_key(|s| s.id);
+        all.into_iter().filter(|s| s.push(msg)).count()
     }
 
     fn add(&self, pattern: &str, shared: &Arc<Shared>) {
@@ -223,13 +271,13 @@ impl Bus {
                 subscriptions: AtomicUsize::new(0),
                 limits: config.limits.clone(),
                 mailbox: config.mailbox,
-                remote: None,
+                relay: None,
             }),
         }
     }
 
-    /// A bus that spans every process opening the same Redis.
-    pub(crate) fn with_redis(config: &Config, redis: Arc<crate::remote::Redis>) -> Bus {
+    /// A bus that spans every process on the relay's backend.
+    pub(crate) fn with_relay(config: &Config, relay: Relay) -> Bus {
         Bus {
             inner: Arc::new(BusInner {
                 trie: RwLock::new(trie::Node::default()),
@@ -237,14 +285,9 @@ impl Bus {
                 subscriptions: AtomicUsize::new(0),
                 limits: config.limits.clone(),
                 mailbox: config.mailbox,
-                remote: Some(Arc::new(RedisBus::new(redis))),
+                relay: Some(relay),
             }),
         }
-    }
-
-    /// A handle to the bus behind `inner` (for the Redis subscriber thread).
-    pub(crate) fn from_inner(inner: Arc<BusInner>) -> Bus {
-        Bus { inner }
     }
 
     /// A new mailbox with the bus's default bounds.
@@ -261,8 +304,9 @@ impl Bus {
     /// Publishes `payload` to every mailbox subscribed to `topic` (directly or by pattern);
     /// returns how many mailboxes accepted it (a full mailbox drops it and counts a lag).
     ///
-    /// On Redis: also sends it to every other process on the same Redis, and returns the local
-    /// deliveries plus the number of other processes that received it (see the module docs).
+    /// On `local://` and Redis: also sends it to every other process on the backend, and returns
+    /// the local deliveries plus the number of other processes that received it (see the module
+    /// docs).
     pub fn publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<usize> {
         let payload = payload.as_ref();
         topic::check_topic(topic, self.inner.limits.max_topic_len)?;
@@ -273,60 +317,20 @@ impl Bus {
                 max: self.inner.limits.max_message_len,
             });
         }
-        let others = match &self.inner.remote {
+        let others = match &self.inner.relay {
             Some(r) => r.publish(topic, payload)?,
             None => 0,
         };
-        Ok(self.deliver(&Message::new(topic, payload)) + others)
+        Ok(self.inner.deliver(&Message::new(topic, payload)) + others)
     }
 
-    /// Gives every subscribed mailbox a lag notice of one message (the Redis subscriber calls
-    /// this after reconnecting: messages published meanwhile are lost). Returns how many
-    /// mailboxes got it.
-    pub(crate) fn note_gap(&self) -> usize {
-        let trie = self.inner.trie.read();
-        let mut all: Vec<&Arc<Shared>> = Vec::new();
-        trie.for_each_list(&mut |list| all.extend(list.iter()));
-        all.sort_unstable_by_key(|s| s.id);
-        all.dedup_by_key(|s| s.id);
-        for s in &all {
-            s.note_lag(1);
-        }
-        all.len()
-    }
-
-    /// `"embedded"` or `"redis"`.
+    /// `"embedded"`, `"local"` or `"redis"`.
     pub fn backend_name(&self) -> &'static str {
-        if self.inner.remote.is_some() {
-            "redis"
-        } else {
-            "embedded"
+        match &self.inner.relay {
+            None => "embedded",
+            Some(Relay::Local(_)) => "local",
+            Some(Relay::Redis(_)) => "redis",
         }
-    }
-
-    /// Queues an already-built message into matching mailboxes (no checks; for backends).
-    pub(crate) fn deliver(&self, msg: &Message) -> usize {
-        let trie = self.inner.trie.read();
-        let mut first: Option<&[Arc<Shared>]> = None;
-        let mut more: Vec<&[Arc<Shared>]> = Vec::new();
-        trie.matching(msg.topic(), &mut |list| {
-            if first.is_none() {
-                first = Some(list);
-            } else {
-                more.push(list);
-            }
-        });
-        let Some(first) = first else { return 0 };
-        if more.is_empty() {
-            // One list: a mailbox appears in it at most once.
-            return first.iter().filter(|s| s.push(msg)).count();
-        }
-        // Several lists (patterns overlapping): deliver once per mailbox.
-        more.push(first);
-        let mut all: Vec<&Arc<Shared>> = more.into_iter().flatten().collect();
-        all.sort_unstable_by_key(|s| s.id);
-        all.dedup_by_key(|s| s.id);
-        all.into_iter().filter(|s| s.push(msg)).count()
     }
 
     /// Number of subscriptions held by all mailboxes.

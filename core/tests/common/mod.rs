@@ -96,9 +96,30 @@ pub(crate) fn redis_engine(config: Config) -> Option<(Engine, String)> {
     Some((engine, url))
 }
 
+/// A fresh directory for a `local://` engine (under the temporary directory; removed by the
+/// caller when done).
+pub(crate) fn local_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique_prefix().replace(':', "-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A `local://` engine on a fresh directory, and the directory.
+pub(crate) fn local_engine(config: Config) -> (Engine, std::path::PathBuf) {
+    let dir = local_dir();
+    let url = format!("local://{}", dir.display());
+    let engine = Engine::open(&url, config).unwrap_or_else(|e| panic!("open {url}: {e}"));
+    assert_eq!(
+        engine.backend_name(),
+        "local",
+        "the local run must run on local://"
+    );
+    (engine, dir)
+}
+
 /// Runs `body` once per configuration with a fresh engine, naming the configuration on failure:
-/// the embedded configurations, then (when `HORNBEAM_TEST_REDIS_URL` is set) Redis with tiny
-/// mailboxes, on a key prefix of its own.
+/// the embedded configurations, `local://` (LMDB, on a fresh directory) with tiny mailboxes, then
+/// Redis with tiny mailboxes, on a key prefix of its own.
 pub(crate) fn with_engine(body: impl Fn(&Engine, &Config)) {
     let mut engines: Vec<(&str, Engine, Config)> = configs()
         .into_iter()
@@ -111,14 +132,20 @@ pub(crate) fn with_engine(body: impl Fn(&Engine, &Config)) {
         },
         ..Config::default()
     };
+    let (local, local_dir) = local_engine(redis_config.clone());
+    engines.push(("local://, tiny mailboxes", local, redis_config.clone()));
     if let Some((engine, _)) = redis_engine(redis_config.clone()) {
-        assert_eq!(engine.backend_name(), "redis", "the Redis run must run on Redis");
+        assert_eq!(
+            engine.backend_name(),
+            "redis",
+            "the Redis run must run on Redis"
+        );
         engines.push(("redis, tiny mailboxes", engine, redis_config));
     }
     for (name, engine, config) in engines {
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&engine, &config)));
-        if engine.backend_name() == "redis" {
+        if engine.backend_name() != "embedded" {
             engine.store().clear();
         }
         if let Err(e) = result {
@@ -126,4 +153,5 @@ pub(crate) fn with_engine(body: impl Fn(&Engine, &Config)) {
             std::panic::resume_unwind(e);
         }
     }
+    let _ = std::fs::remove_dir_all(local_dir);
 }

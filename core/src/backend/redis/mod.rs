@@ -1,5 +1,5 @@
-//! The Redis backend: the same [`crate::Store`] and [`crate::Bus`] API, shared by every process
-//! that opens the same Redis URL.
+//! The Redis flavor: the same [`crate::Store`] and [`crate::Bus`] API, shared by every process
+//! (on any machine) that opens the same Redis URL.
 //!
 //! # URL
 //!
@@ -36,9 +36,9 @@
 //! afterwards; a connection that saw an I/O error or a timeout is dropped, never reused, so a late
 //! reply can never be read by the next caller. When a reused connection turns out closed by the
 //! server (a restart), every idle connection is dropped and the call is tried once more on a new
-//! connection. The bus has one more connection, for its subscription (see [`bus`]).
+//! connection. The bus has one more connection, for its subscription (see [`relay`]).
 
-pub(crate) mod bus;
+pub(crate) mod relay;
 pub(crate) mod store;
 
 use std::sync::Arc;

@@ -140,7 +140,7 @@ impl Shard {
             }
             let live = self
                 .table
-                .find(crate::store::hash_key(key), |e| Arc::ptr_eq(&e.key, key))
+                .find(super::hash_key(key), |e| Arc::ptr_eq(&e.key, key))
                 .is_some_and(|e| e.is_live(|| now));
             if live {
                 out.push(key.clone());
@@ -156,7 +156,7 @@ impl Shard {
                 Some((at, key)) if *at <= now => key.clone(),
                 _ => break,
             };
-            self.remove(crate::store::hash_key(&key), &key);
+            self.remove(super::hash_key(&key), &key);
             removed += 1;
         }
         removed

@@ -14,8 +14,8 @@ use std::time::Duration;
 use redis::{Connection, Script};
 
 use super::{ttl_ms, unix_ms, Redis};
+use crate::backend::Ttl;
 use crate::error::{shorten, Error, Result};
-use crate::store::Ttl;
 use crate::value::{decode_int, Value};
 
 /// Sets pairs `ARGV[5..]` (key, value); `ARGV[2]` is the TTL in ms (`0`: none), `ARGV[3]` its

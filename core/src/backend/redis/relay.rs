@@ -1,26 +1,25 @@
-//! The bus on Redis: one channel per prefix (`P bus:db`), one subscription connection and one
-//! background thread per bus, local fan-out through the bus's own trie.
+//! The Redis relay: one channel per prefix (`P bus:db`), one subscription connection and one
+//! background thread per bus; fan-out stays local (the bus's own trie, through [`Sink`]).
 //!
 //! The model is Phoenix.PubSub's Redis adapter: `publish` sends one versioned envelope carrying
 //! this bus's node id, the topic and the payload; every bus subscribed to the channel receives
-//! it, ignores its own (already delivered locally by `publish`), and queues it into its matching
-//! local mailboxes with [`crate::Bus`]'s usual delivery. Redis' glob patterns are never used, so
+//! it, ignores its own (already delivered locally by `publish`), and hands it to its process's
+//! bus through [`Sink`], which queues it into the matching local mailboxes. Redis' glob patterns are never used, so
 //! `*` and `>` mean exactly what they mean in the embedded bus.
 //!
 //! The thread starts with the bus's first subscription (never at creation, so nothing runs
 //! before a fork), lives while the bus or any of its mailboxes does, and wakes every
 //! [`TICK`] to notice that. When its connection is lost it reconnects with bounded backoff,
-//! resubscribes, and gives every subscribed mailbox a lag notice ([`crate::Bus::note_gap`]).
+//! resubscribes, and gives every subscribed mailbox a lag notice ([`Sink::note_gap`]).
 
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use super::Redis;
-use crate::bus::{Bus, BusInner, Message};
+use crate::backend::{new_node_id, Sink};
 use crate::error::{Error, Result};
 
 /// How often the subscriber thread wakes when no message comes (to notice a dropped bus).
@@ -55,19 +54,6 @@ pub(crate) fn open_envelope(bytes: &[u8]) -> Option<(u64, &str, &[u8])> {
     Some((node, topic, &rest[12 + len..]))
 }
 
-/// A node id unique to this bus (process, time and a counter, hashed with random keys).
-fn new_node_id() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    std::collections::hash_map::RandomState::new().hash_one((
-        std::process::id(),
-        nanos,
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-    ))
-}
-
 /// Where the subscriber stands.
 #[derive(Debug, Clone, PartialEq)]
 enum Phase {
@@ -90,25 +76,25 @@ struct SubState {
     changed: Condvar,
 }
 
-/// The Redis half of a [`crate::Bus`].
-pub(crate) struct RedisBus {
+/// The Redis relay of a [`crate::Bus`].
+pub(crate) struct RedisRelay {
     r: Arc<Redis>,
     channel: String,
     node: u64,
     state: Arc<SubState>,
 }
 
-impl std::fmt::Debug for RedisBus {
+impl std::fmt::Debug for RedisRelay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisBus")
+        f.debug_struct("RedisRelay")
             .field("channel", &self.channel)
             .finish()
     }
 }
 
-impl RedisBus {
-    pub(crate) fn new(r: Arc<Redis>) -> RedisBus {
-        RedisBus {
+impl RedisRelay {
+    pub(crate) fn new(r: Arc<Redis>) -> RedisRelay {
+        RedisRelay {
             channel: format!("{}bus:{}", r.prefix, r.db),
             r,
             node: new_node_id(),
@@ -136,7 +122,7 @@ impl RedisBus {
     /// timeout) until it has subscribed, so a message published elsewhere right after a
     /// successful `subscribe` is received; fails with [`Error::Backend`] when Redis cannot be
     /// reached. Once it has subscribed, later calls return at once, even while it reconnects.
-    pub(crate) fn ensure_started(&self, bus: &Arc<BusInner>) -> Result<()> {
+    pub(crate) fn ensure_started(&self, sink: Weak<dyn Sink>) -> Result<()> {
         if self.state.ever_up.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -148,7 +134,7 @@ impl RedisBus {
             match phase.clone() {
                 Phase::Up => return Ok(()),
                 Phase::Idle => {
-                    self.spawn(Arc::downgrade(bus))?;
+                    self.spawn(sink.clone())?;
                     asked = true;
                     *phase = Phase::Starting;
                 }
@@ -183,7 +169,7 @@ impl RedisBus {
         }
     }
 
-    fn spawn(&self, bus: Weak<BusInner>) -> Result<()> {
+    fn spawn(&self, bus: Weak<dyn Sink>) -> Result<()> {
         let sub = Subscriber {
             bus,
             r: self.r.clone(),
@@ -211,7 +197,7 @@ enum Ended {
 
 /// The subscriber thread's state.
 struct Subscriber {
-    bus: Weak<BusInner>,
+    bus: Weak<dyn Sink>,
     r: Arc<Redis>,
     channel: String,
     node: u64,
@@ -272,8 +258,8 @@ impl Subscriber {
         if was_up {
             // Messages published while we were away are lost: tell every mailbox.
             match self.bus.upgrade() {
-                Some(inner) => {
-                    Bus::from_inner(inner).note_gap();
+                Some(sink) => {
+                    sink.note_gap(1);
                 }
                 None => return self.ended(Ended::Exit),
             }
@@ -294,10 +280,10 @@ impl Subscriber {
                     if node == self.node {
                         continue; // ours: `publish` delivered it locally already
                     }
-                    let Some(inner) = self.bus.upgrade() else {
+                    let Some(sink) = self.bus.upgrade() else {
                         return self.ended(Ended::Exit);
                     };
-                    Bus::from_inner(inner).deliver(&Message::new(topic, payload));
+                    sink.deliver(topic, payload);
                 }
                 Err(e) if e.is_timeout() => {
                     if self.bus.strong_count() == 0 {
