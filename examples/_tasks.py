@@ -9,7 +9,7 @@ from typing import AsyncIterator, Awaitable
 import hornbeam_erlang as hb
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from examples._outbox import SlowConsumer
+from hornbeam_channels import SlowConsumer
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,10 @@ Enhancements:
 Store keys (names percent-encoded): ``velithon:room:<room>:<user>:<conn>`` while a connection is in a
 room, ``velithon:online:<user>:<conn>`` while a user is connected anywhere, ``velithon:rate:<user>``
 (the rate counter), and the history keys of ``history.py``. Topics: ``velithon:room:<room>`` (room
-events), ``velithon:user:<user>`` (private messages), ``velithon:conn:<conn>`` (replies to one
-connection). Each connection subscribes its own mailbox to its three topics and one task writes its
-socket from that mailbox, so events arrive in order and fan-out works across processes.
+events) and ``velithon:user:<user>`` (private messages). Each connection joins the groups of its
+two topics in the process's topic fan-out (``hornbeam_channels.Fanout``: one mailbox and one task
+per topic, each event encoded once by its publisher and written to every member's outbox), so
+fan-out works across processes; replies meant for one connection go straight to its outbox.
 
 A user may connect several times to a room (two tabs): ``user_joined`` is announced for the first
 connection and ``user_left`` after the last one. History is kept when a room empties (the seed
@@ -49,13 +50,12 @@ from urllib.parse import quote, unquote
 import hornbeam_erlang as hb
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, WebSocket
 from fastapi.responses import HTMLResponse
-from hornbeam_channels import OriginGuard
+from hornbeam_channels import Fanout, Frame, OriginGuard, Outbox, lag_skip
 from pydantic import BaseModel, Field, field_validator
 
 from . import history
 from .auth import signer_from_env
 
-from examples._outbox import Outbox
 from examples._tasks import EXPECTED_ENDINGS, run_until_first_ends, text_frames
 
 log = logging.getLogger("velithon_chat")
@@ -123,10 +123,6 @@ def room_topic(room: str) -> str:
 
 def user_topic(username: str) -> str:
     return f"velithon:user:{_enc(username)}"
-
-
-def conn_topic(conn_id: str) -> str:
-    return f"velithon:conn:{conn_id}"
 
 
 def room_users(room: str) -> list[str]:
@@ -197,9 +193,25 @@ app = FastAPI(title="Velithon chat on Hornbeam", lifespan=lifespan)
 app.add_middleware(OriginGuard)  # foreign Origin -> 403 at the handshake (HORNBEAM_ALLOWED_ORIGINS)
 
 
-def _envelope(event: dict[str, Any], exclude: Optional[str] = None, seq: Optional[int] = None) -> dict[str, Any]:
+def _envelope(event: dict[str, Any], exclude: Optional[str] = None, seq: Optional[int] = None) -> list[Any]:
     """What goes on the bus: the JSON text (made once for all receivers) and delivery hints."""
-    return {"text": json.dumps(event), "exclude": exclude, "seq": seq}
+    return [json.dumps(event), exclude, seq]
+
+
+def _render(data: Any) -> Optional[Frame]:
+    """A bus envelope as the fan-out's frame: text, the username it skips, its history seq."""
+    if isinstance(data, list) and len(data) == 3 and isinstance(data[0], str):
+        return Frame(data[0], data[1], data[2])
+    return None
+
+
+# The room and user topics of this process: one mailbox and one sending task per topic. As in the
+# seed, what a connection missed while it fell far behind is skipped (and logged).
+topics = Fanout(on_lag=lag_skip, render=_render, name="velithon topics")
+
+
+def publish(topic: str, envelope: list[Any]) -> None:
+    topics.publish(topic, envelope)
 
 
 def error_event(code: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -207,19 +219,19 @@ def error_event(code: str, detail: str, **extra: Any) -> dict[str, Any]:
 
 
 class ChatConnection:
-    """One socket of one user in one room: presence keys, frame handlers, mailbox pump, cleanup."""
+    """One socket of one user in one room: presence keys, frame handlers, cleanup."""
 
-    def __init__(self, websocket: WebSocket, room: str, username: str, conn_id: str, mailbox: hb.Mailbox):
+    def __init__(self, websocket: WebSocket, room: str, username: str, conn_id: str):
         self.websocket = websocket
         self.room = room
         self.username = username
         self.conn_id = conn_id
-        self.mailbox = mailbox
         self.presence_key = f"velithon:room:{_enc(room)}:{_enc(username)}:{conn_id}"
         self.online_key = f"velithon:online:{_enc(username)}:{conn_id}"
         self.user_prefix = f"velithon:room:{_enc(room)}:{_enc(username)}:"
-        # History messages already sent on connect, which may also be in the mailbox.
-        self.sent_seqs: set[int] = set()
+        # The last history message sent on connect: live messages up to it are skipped (they may
+        # still be on their way from another process).
+        self.history_seq = 0
         self.entered = False
         # What waits for the client, bounded: a client that stops reading is dropped (1008).
         # (Not bound to self: the outbox must not tie the connection into a reference cycle.)
@@ -235,8 +247,8 @@ class ChatConnection:
         return hb.state_keys(self.user_prefix) == [self.presence_key]
 
     def leave(self) -> None:
-        """Closes the mailbox and removes the connection's keys; announces the user's last leave."""
-        self.mailbox.close()
+        """Leaves its topics and removes the connection's keys; announces the user's last leave."""
+        topics.leave_all(self.outbox)
         self.outbox.cancel()
         if not self.entered:
             return
@@ -244,16 +256,25 @@ class ChatConnection:
         hb.state_delete(self.presence_key)
         hb.state_delete(self.online_key)
         if not hb.state_keys(self.user_prefix):
-            hb.publish(room_topic(self.room), _envelope(
+            publish(room_topic(self.room), _envelope(
                 {"username": self.username, "message_type": "user_left", "timestamp": now_iso()}))
 
     def reply(self, event: dict[str, Any]) -> None:
-        hb.publish(conn_topic(self.conn_id), _envelope(event))
+        """Sends ``event`` to this connection only (never waits: through its outbox)."""
+        self.outbox.offer(json.dumps(event))
 
-    async def send_history(self) -> None:
-        for seq, message in history.recent(self.room, HISTORY_ON_CONNECT):
-            self.sent_seqs.add(seq)
-            await self.outbox.send(json.dumps(message))
+    def join_topics(self) -> None:
+        """Joins the room's and the user's topics, then sends the history; both in one step, so
+        no message falls between the two, and one already in the history is not sent again."""
+        recent = history.recent(self.room, HISTORY_ON_CONNECT)
+        self.history_seq = recent[-1][0] if recent else 0
+        topics.join(room_topic(self.room), self.outbox, self.username, skip=self._in_history)
+        topics.join(user_topic(self.username), self.outbox)
+        for _seq, message in recent:
+            self.outbox.offer(json.dumps(message))
+
+    def _in_history(self, frame: Frame) -> bool:
+        return frame.tag is not None and frame.tag <= self.history_seq
 
     async def read_socket(self) -> None:
         async for raw in text_frames(self.websocket):
@@ -310,7 +331,7 @@ class ChatConnection:
         }
         history.store_message(self.room, seq, message)
         history_file.append(self.room, message)
-        hb.publish(room_topic(self.room), _envelope(message, seq=seq))
+        publish(room_topic(self.room), _envelope(message, seq=seq))
 
     def send_private(self, to: str, content: str) -> None:
         if not is_online(to):
@@ -323,26 +344,9 @@ class ChatConnection:
             "content": content,
             "timestamp": now_iso(),
         })
-        hb.publish(user_topic(to), envelope)
+        publish(user_topic(to), envelope)
         if to != self.username:
-            hb.publish(user_topic(self.username), envelope)
-
-    async def write_socket(self) -> None:
-        """Sends what arrives in the mailbox through the outbox (after the history); ends
-        (`SlowConsumer`) when the client was dropped for not reading."""
-        while True:
-            item = await self.mailbox.recv()
-            if item.lagged:
-                log.warning("connection %s fell behind: %d events dropped", self.conn_id, item.lagged)
-                continue
-            envelope = item.message
-            if envelope.get("exclude") == self.username:
-                continue
-            seq = envelope.get("seq")
-            if seq is not None and seq in self.sent_seqs:
-                self.sent_seqs.discard(seq)
-                continue
-            await self.outbox.send(envelope["text"])
+            publish(user_topic(self.username), envelope)
 
 
 @app.websocket("/ws/{room}/{username}")
@@ -359,19 +363,16 @@ async def websocket_endpoint(websocket: WebSocket, room: str, username: str,
         await websocket.close(code=POLICY_VIOLATION, reason="invalid room name")
         return
     conn_id = f"{hb.state_incr('velithon:next_conn'):012d}"
-    # Subscribed before the history is read, so no message falls between the two.
-    mailbox = hb.subscribe(room_topic(room))
-    mailbox.subscribe(user_topic(username))
-    mailbox.subscribe(conn_topic(conn_id))
-    conn = ChatConnection(websocket, room, username, conn_id, mailbox)
+    conn = ChatConnection(websocket, room, username, conn_id)
     try:
         first = conn.enter()
-        await conn.send_history()
+        conn.join_topics()
         if first:
-            hb.publish(room_topic(room), _envelope(
+            publish(room_topic(room), _envelope(
                 {"username": username, "message_type": "user_joined", "timestamp": now_iso()},
                 exclude=username))
-        await run_until_first_ends(conn.read_socket(), conn.write_socket())
+        # Ends when the client leaves, or when its outbox dropped it for not reading.
+        await run_until_first_ends(conn.read_socket(), conn.outbox.wait_ended())
     except EXPECTED_ENDINGS:
         pass
     finally:

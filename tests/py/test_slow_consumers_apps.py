@@ -1,7 +1,7 @@
 """Slow consumers in the other apps that push to WebSocket clients (issue 9, hardening).
 
 The Zenith and Velithon chats, the guide's pub/sub chat and its live dashboard all write their
-sockets through ``examples/_outbox.py`` (the channels layer's `hornbeam_channels.Outbox`). For
+sockets through the channels layer's `hornbeam_channels.Outbox`. For
 each app, on a real uvicorn: silent raw-socket clients
 (small ``SO_RCVBUF``, never read after the handshake) share the app with clients that read. The
 readers get every message (the chats) or keep getting fresh snapshots (the dashboard); every silent
@@ -27,7 +27,7 @@ import httpx
 import pytest
 import websockets
 
-from examples._outbox import OUTBOX_MAX_CHARS
+from hornbeam_channels.outbox import DEFAULT_MAX_CHARS as OUTBOX_MAX_CHARS
 from test_bad_input_wire import raw_ws
 
 SILENT = 10

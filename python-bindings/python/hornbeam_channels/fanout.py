@@ -61,17 +61,24 @@ import hornbeam_erlang as hb
 
 from .outbox import Outbox
 
-__all__ = ["Fanout", "Frame", "LagPolicy", "Render", "lag_notice", "lag_skip", "render_text"]
+__all__ = ["Fanout", "Frame", "LagPolicy", "Render", "Skip", "lag_notice", "lag_skip",
+           "render_text"]
 
 log = logging.getLogger("hornbeam_channels")
 
 
 class Frame(NamedTuple):
-    """What a bus message becomes: the text sent to every member, except the one whose key is
-    ``exclude`` (None: nobody is left out)."""
+    """What a bus message becomes: the text sent to every member, except those whose key is
+    ``exclude`` (None: nobody is left out) and those whose ``skip`` filter refuses it; ``tag`` is
+    the publisher's own mark for such filters (a sequence number, say)."""
 
     text: str
     exclude: Optional[Hashable] = None
+    tag: Any = None
+
+
+#: A member's own filter: True skips the frame for that member.
+Skip = Callable[[Frame], bool]
 
 
 #: Turns the data of one bus message into its frame, or None to send nothing.
@@ -110,7 +117,7 @@ class _Group:
 
     def __init__(self, topic: str, mailbox: hb.Mailbox) -> None:
         self.topic = topic
-        self.members: dict[Outbox, Hashable] = {}
+        self.members: dict[Outbox, tuple[Hashable, Optional[Skip]]] = {}
         self.mailbox = mailbox
         self.task: Optional[asyncio.Task[None]] = None
 
@@ -137,9 +144,14 @@ class Fanout:
         # The topics each member joined here, so one that is dropped leaves all of them.
         self._joined: dict[Outbox, set[tuple[asyncio.AbstractEventLoop, str]]] = {}
 
-    def join(self, topic: str, member: Outbox, key: Hashable = None) -> None:
-        """Adds ``member`` to ``topic``'s group (again: updates its ``key``). ``key`` names the
-        member for frames that exclude one (``broadcast_from``); None is never excluded."""
+    def join(self, topic: str, member: Outbox, key: Hashable = None, *,
+             skip: Optional[Skip] = None) -> None:
+        """Adds ``member`` to ``topic``'s group (again: updates its ``key`` and ``skip``).
+
+        ``key`` names the member for frames that exclude one (``broadcast_from``); None is never
+        excluded. ``skip(frame)``, when given, is asked for each frame: True leaves this member
+        out (a connection that already sent what a frame carries, from history, say).
+        """
         loop = asyncio.get_running_loop()
         gk = (loop, topic)
         group = self._groups.get(gk)
@@ -151,7 +163,7 @@ class Fanout:
             group = _Group(topic, mailbox)
             group.task = loop.create_task(self._run(group), name=f"{self.name} {topic}")
             self._groups[gk] = group
-        group.members[member] = key
+        group.members[member] = (key, skip)
         self._joined.setdefault(member, set()).add(gk)
 
     def leave(self, topic: str, member: Outbox) -> None:
@@ -179,8 +191,12 @@ class Fanout:
         if self._groups.get(gk) is group:
             del self._groups[gk]
         group.mailbox.close()
-        if group.task is not None and group.task is not asyncio.current_task():
-            group.task.cancel()
+        task, group.task = group.task, None
+        # Dropped, not only cancelled: the cancelled task's traceback holds its frame, which
+        # holds the group; a reference back would keep the mailbox (and its descriptor) until
+        # the next garbage collection.
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
 
     def publish(self, topic: str, data: Any) -> int:
         """Publishes ``data`` on ``topic``'s bus topic, then delivers this loop's share at once
@@ -260,13 +276,15 @@ class Fanout:
                 frame = rendered
             self._send(members, frame)
 
-    def _send(self, members: dict[Outbox, Hashable], frame: Frame) -> None:
-        text, exclude = frame
+    def _send(self, members: dict[Outbox, tuple[Hashable, Optional[Skip]]], frame: Frame) -> None:
+        text, exclude, _ = frame
         gone: Optional[list[Outbox]] = None
         # A snapshot: a send never runs member code, but a drop ends the member's connection,
         # whose cleanup may leave groups, this one included.
-        for member, key in tuple(members.items()):
+        for member, (key, skip) in tuple(members.items()):
             if exclude is not None and key == exclude:
+                continue
+            if skip is not None and skip(frame):
                 continue
             if not member.offer(text):
                 if gone is None:
