@@ -13,9 +13,10 @@ import json
 import uuid
 from collections import deque
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from hornbeam_channels.asgi import Send
+from hornbeam_channels.routing import lifespan, respond
 
 HISTORY_KEPT = 100
 HISTORY_ON_JOIN = 50
@@ -79,16 +80,10 @@ chat_manager = ChatManager()
 
 async def application(scope: dict[str, Any], receive: Any, send: Send) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            event = await receive()
-            if event["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif event["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     if scope["type"] != "websocket":
-        await send({"type": "http.response.start", "status": 404, "headers": []})
-        await send({"type": "http.response.body", "body": b"Not Found"})
+        await respond(send, 404, b"Not Found")
         return
 
     room = scope["path"].rsplit("/", 1)[-1] or "general"
