@@ -110,7 +110,7 @@ check-memory-quick: ## CI's version of check-memory (skips the two complexity te
 stress-quick: ## The stress tests once, in release mode (CI's short version of `make stress`)
 	$(CARGO) test --release -p hornbeam-core --test stress -- --ignored --test-threads 1
 
-lint: install ## cargo fmt --check, clippy -D warnings, header check, mypy stubtest
+lint: install ## cargo fmt --check, clippy -D warnings, header check, mypy stubtest, mypy --strict
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -118,6 +118,7 @@ lint: install ## cargo fmt --check, clippy -D warnings, header check, mypy stubt
 	RUSTFLAGS="--cfg loom" $(CARGO) clippy -p hornbeam-core --tests --target-dir target/loom -- -D warnings
 	$(MAKE) header-check
 	$(PY) -m mypy.stubtest hornbeam_erlang
+	$(PY) -m mypy --strict -p hornbeam_channels -p hornbeam_presence
 
 fmt: ## Format the Rust code
 	$(CARGO) fmt --all
