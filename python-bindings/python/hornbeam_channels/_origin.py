@@ -22,12 +22,14 @@ import os
 from typing import Any, Awaitable, Callable, Optional
 from urllib.parse import urlsplit
 
+from .asgi import Receive, Scope, Send
+
 ENV_VAR = "HORNBEAM_ALLOWED_ORIGINS"
 
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 
 
-def _header(scope: dict[str, Any], name: bytes) -> Optional[str]:
+def _header(scope: Scope, name: bytes) -> Optional[str]:
     for key, value in scope.get("headers") or ():
         if key.lower() == name:
             return bytes(value).decode("latin-1")
@@ -66,7 +68,7 @@ def allowed_origins(value: Optional[str] = None) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def origin_allowed(scope: dict[str, Any], allowed: Optional[list[str]] = None) -> bool:
+def origin_allowed(scope: Scope, allowed: Optional[list[str]] = None) -> bool:
     """True when the WebSocket handshake in ``scope`` may be accepted (see the module docs)."""
     origin = _header(scope, b"origin")
     if origin is None:
@@ -91,8 +93,7 @@ def origin_allowed(scope: dict[str, Any], allowed: Optional[list[str]] = None) -
 ASGIApp = Callable[..., Awaitable[None]]
 
 
-async def refuse_handshake(receive: Callable[[], Awaitable[dict[str, Any]]],
-                           send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+async def refuse_handshake(receive: Receive, send: Send) -> None:
     """Refuse a WebSocket before accepting it: ASGI servers answer the handshake with HTTP 403."""
     message = await receive()  # websocket.connect
     if message["type"] == "websocket.connect":
@@ -110,8 +111,7 @@ class OriginGuard:
         self.app = app
         self.allowed = allowed
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
-                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and not origin_allowed(scope, self.allowed):
             await refuse_handshake(receive, send)
             return
