@@ -126,6 +126,8 @@ class Runtime:
         self.servers: dict[str, tuple[float, list[str]]] = {}
         self.turn = itertools.count(int.from_bytes(os.urandom(2), "little"))
         self.stopped = threading.Event()
+        #: Mailboxes that pool threads wait on (stream credit), closed at exit to wake them.
+        self.waiting: set[Any] = set()
         self.requests = _native.Mailbox(capacity=4096)
         self.requests.subscribe(rpc_topic(self.name))
         self.beat()
@@ -167,10 +169,17 @@ class Runtime:
         _native.state_delete(hook_prefix(app_path) + self.qname)
 
     def leave(self) -> None:
-        """At exit: drop this node's entries at once instead of waiting for them to expire."""
+        """At exit: wake and stop this node's threads that wait in the engine (a thread that
+        comes back from native code while the interpreter finalizes is torn down through Rust
+        frames, which aborts the process), then drop this node's entries at once instead of
+        waiting for them to expire."""
         if os.getpid() != self.pid or self.stopped.is_set():
             return
         self.stopped.set()
+        self.requests.close()
+        for mb in list(self.waiting):
+            mb.close()
+        self.thread.join(timeout=5)
         try:
             for app in list(self.announced):
                 _native.state_delete(hook_prefix(app) + self.qname)
@@ -283,6 +292,8 @@ def _serve_stream(req: dict[str, Any], reply: str, args: list[Any], kwargs: dict
     caller = req.get("f")
     acks = _native.Mailbox(capacity=256)
     acks.subscribe(reply + ":ack")
+    rt = runtime()
+    rt.waiting.add(acks)
     it = None
     try:
         try:
@@ -318,6 +329,7 @@ def _serve_stream(req: dict[str, Any], reply: str, args: list[Any], kwargs: dict
                 close()
             except Exception:
                 pass
+        rt.waiting.discard(acks)
         acks.close()
 
 
@@ -326,8 +338,11 @@ def _credit(acks: Any, acked: int, must_wait: bool, stall: float, caller: Any) -
     deadline = time.monotonic() + stall
     # Bounded: each turn takes a pending message or waits at most HEARTBEAT, until `deadline`.
     while True:
-        msg = acks.recv_nowait() if not must_wait else acks._recv_blocking(
-            max(0.0, min(HEARTBEAT, deadline - time.monotonic())))
+        try:
+            msg = acks.recv_nowait() if not must_wait else acks._recv_blocking(
+                max(0.0, min(HEARTBEAT, deadline - time.monotonic())))
+        except _native.MailboxClosed:
+            return None  # this process is exiting
         if msg is None:
             if not must_wait:
                 return acked
