@@ -8,7 +8,7 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider -W error --timeout 300
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv install run test test-rust test-python test-redis redis-server test-examples test-c test-node lib install-lib test-install \
+.PHONY: help venv install run test test-rust test-python test-local test-redis redis-server test-examples test-c test-node lib install-lib test-install \
         header header-check test-header-check lint fmt stress-quick loom soak soak-quick bench bench-rust bench-python stress examples clean \
         fuzz fuzz-quick fuzz-tools test-fuzz check-memory check-memory-quick
 
@@ -29,7 +29,7 @@ install: venv ## Build the engine (release) and install hornbeam_erlang into .ve
 run: install ## Start the demo (every example app) on http://127.0.0.1:8000
 	$(VENV)/bin/uvicorn examples.demo.app:app --host $(HOST) --port $(PORT)
 
-test: test-rust test-fuzz install test-python test-redis test-examples test-c test-node test-wheel header-check test-header-check ## Run every test
+test: test-rust test-fuzz install test-python test-local test-redis test-examples test-c test-node test-wheel header-check test-header-check ## Run every test
 	@echo "make test: all suites passed"
 
 test-rust: redis-server ## Rust unit, integration and doc tests (the shared suites on every backend), complexity checks in release
@@ -60,6 +60,11 @@ redis-server: ## Install redis-server when missing (Debian package)
 
 test-redis: redis-server install ## The Python suite on a private redis-server (free port, stopped by PID; test-rust runs core's)
 	tests/with-redis.sh bash -c 'HORNBEAM_URL=$$HORNBEAM_TEST_REDIS_URL $(PYTEST) python-bindings/tests'
+
+test-local: install ## The core and Python suites on local:// (LMDB in a fresh directory, removed after)
+	HORNBEAM_TEST_REDIS=off $(CARGO) test -p hornbeam-core --test local --test store --test bus
+	set -e; dir=$$(mktemp -d); trap 'rm -rf $$dir' EXIT; \
+	  HORNBEAM_URL=local://$$dir $(PYTEST) python-bindings/tests
 
 soak: install ## Soak the WebSocket chat: 1,000 clients for 2 minutes (RSS flat, no loss, no fd leak)
 	$(PY) tests/soak/soak_chat.py

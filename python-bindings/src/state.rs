@@ -22,9 +22,10 @@ pub(crate) fn engine() -> PyResult<&'static Engine> {
     Engine::global().py()
 }
 
-/// Runs an engine call: directly on the embedded engine (a shard lock held for well under a
-/// microsecond: releasing the GIL would cost more), with the GIL released on Redis (a network
-/// round trip, during which other Python threads should run).
+/// Runs an engine call that may wait: directly on the embedded engine (a shard lock held for
+/// well under a microsecond: releasing the GIL would cost more), with the GIL released on
+/// `local://` (a write may wait for another process's write transaction) and on Redis (a network
+/// round trip), so other Python threads run meanwhile.
 #[inline]
 fn call<T: Send>(py: Python<'_>, f: impl FnOnce(&'static Engine) -> T + Send) -> PyResult<T> {
     let e = engine()?;
@@ -32,6 +33,18 @@ fn call<T: Send>(py: Python<'_>, f: impl FnOnce(&'static Engine) -> T + Send) ->
         f(e)
     } else {
         py.detach(|| f(e))
+    })
+}
+
+/// Runs an engine read: like [`call`], but keeps the GIL on `local://` too, where a read never
+/// waits (an LMDB read transaction takes no lock) and costs less than releasing the GIL.
+#[inline]
+fn read<T: Send>(py: Python<'_>, f: impl FnOnce(&'static Engine) -> T + Send) -> PyResult<T> {
+    let e = engine()?;
+    Ok(if e.backend_name() == "redis" {
+        py.detach(|| f(e))
+    } else {
+        f(e)
     })
 }
 
@@ -76,7 +89,7 @@ pub(crate) fn py_to_value(obj: &Bound<'_, PyAny>, key: &str) -> PyResult<Value> 
 #[pyfunction]
 fn state_get<'py>(py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let key = key_str(key, "key")?;
-    match call(py, |e| e.store().get(key))?.py()? {
+    match read(py, |e| e.store().get(key))?.py()? {
         Some(v) => value_to_py(py, &v),
         None => Ok(py.None().into_bound(py)),
     }
@@ -124,7 +137,7 @@ fn state_delete(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
 #[pyfunction]
 fn state_exists(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
     let key = key_str(key, "key")?;
-    Ok(call(py, |e| e.store().ttl(key))?.py()? != Ttl::Missing)
+    Ok(read(py, |e| e.store().ttl(key))?.py()? != Ttl::Missing)
 }
 
 /// An increment: an `int` that fits in 64 bits (not a `bool`, not a `float`).
@@ -233,7 +246,7 @@ fn state_expire(py: Python<'_>, key: &Bound<'_, PyAny>, ttl: f64) -> PyResult<bo
 #[pyfunction]
 fn state_ttl(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
     let key = key_str(key, "key")?;
-    Ok(match call(py, |e| e.store().ttl(key))?.py()? {
+    Ok(match read(py, |e| e.store().ttl(key))?.py()? {
         Ttl::Expires(d) => Some(d.as_secs_f64()),
         Ttl::Missing | Ttl::Persistent => None,
     })
@@ -265,7 +278,7 @@ fn publish(
     call(py, |e| e.bus().publish(topic, payload))?.py()
 }
 
-/// Name of the backend in use: `"embedded"`, or `"redis"` when `HORNBEAM_URL` names a Redis.
+/// Name of the backend in use: `"embedded"`, `"local"` (`HORNBEAM_URL=local://...`) or `"redis"`.
 #[pyfunction]
 fn backend() -> PyResult<&'static str> {
     Ok(engine()?.backend_name())

@@ -276,10 +276,10 @@ def test_fork_child_gets_a_fresh_working_engine():
     if pid == 0:  # pragma: no cover - child
         code = 1
         try:
-            # Embedded: the child starts empty. Redis: the child's fresh engine reaches the same
+            # Embedded: the child starts empty. local:// and Redis: the child's fresh engine reaches the same
             # data and bus as the parent's (the parent's subscription counts as one more process,
             # and the parent's hammering publishes reach the child too).
-            shared = hb.backend() == "redis"
+            shared = hb.backend() in ("redis", "local")
             ok = hb.state_get("parent") == (1 if shared else None)
             hb.state_set("child", 2)
             ok = ok and hb.state_get("child") == 2
@@ -308,6 +308,6 @@ def test_fork_child_gets_a_fresh_working_engine():
     assert os.read(r, 10) == b"done"
     os.close(r)
     assert os.waitstatus_to_exitcode(status) == 0
-    shared = hb.backend() == "redis"
+    shared = hb.backend() in ("redis", "local")
     assert hb.state_get("parent") == 1 and hb.state_get("child") == (2 if shared else None)
     mb.close()

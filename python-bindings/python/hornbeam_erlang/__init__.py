@@ -343,7 +343,8 @@ def _warn_if_worker(reason: str) -> None:
     _log.warning(
         "hornbeam_erlang: %s, and the embedded engine is per process: each worker has its own "
         "store and bus, so state and messages are not shared between workers. Set "
-        "HORNBEAM_URL=redis://host:port/db to share them.", reason,
+        "HORNBEAM_URL=local:///dev/shm/myapp (every process on this machine, no server) or "
+        "HORNBEAM_URL=redis://host:port/db (several machines) to share them.", reason,
     )
 
 
