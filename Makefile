@@ -163,7 +163,7 @@ test-c: lib ## C tests (-Wall -Wextra -Werror) under valgrind and AddressSanitiz
 	set -e; for t in $(C_TESTS); do \
 	  cc $(CFLAGS_C) tests/c/$$t.c -o $(CTEST_DIR)/$$t -L$(LIBDIR) -lhornbeam -Wl,-rpath,$(LIBDIR) -lpthread; \
 	  echo "== $$t (valgrind)"; \
-	  valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+	  valgrind -q --error-exitcode=1 --child-silent-after-fork=yes --leak-check=full --errors-for-leak-kinds=definite,indirect \
 	    --show-leak-kinds=definite,indirect $(CTEST_DIR)/$$t; \
 	  cc $(CFLAGS_C) -fsanitize=address,undefined -fno-omit-frame-pointer tests/c/$$t.c -o $(CTEST_DIR)/$$t-asan \
 	    -L$(LIBDIR) -lhornbeam -Wl,-rpath,$(LIBDIR) -lpthread; \

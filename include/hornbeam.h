@@ -438,7 +438,12 @@ enum HbStatus hb_engine_default(struct HbEngine **out);
 
 /**
  * Opens the engine a URL names (`url`/`url_len`, UTF-8): empty or `embedded://` for a new
- * embedded engine. On success writes a new handle to `*out`; free it with `hb_engine_free`.
+ * embedded engine; `local:///abs/dir` (or `local://`, a per-user directory) for an engine shared
+ * by every process on this machine that opens the same directory (LMDB, no server; opening one
+ * directory twice in a process shares it); `redis://host:port/db` for one shared through Redis.
+ * On success writes a new handle to `*out`; free it with `hb_engine_free`. A bad URL is
+ * `HB_INVALID_ARGUMENT`; a directory or server that cannot be used is `HB_BACKEND` (the message,
+ * from `hb_last_error`, names the path).
  *
  * # Safety
  * `url` is valid for reads of `url_len` bytes (or NULL with `url_len` 0); `out` is valid for
@@ -491,6 +496,17 @@ void hb_bytes_free(struct HbBytes *bytes);
  * The library's version, a static NUL-terminated string (do not free).
  */
 const char *hb_version(void);
+
+/**
+ * In a child process right after `fork()`, before any other call: forgets the engines the
+ * parent opened (the default engine, and every `local://` directory, which LMDB forbids using
+ * after a fork), without touching locks the parent's threads may have held. Afterwards the child
+ * opens engines afresh (`hb_engine_default`, `hb_engine_open` on the same URL); handles from
+ * before the fork must not be used in the child (on `local://` they answer `HB_BACKEND`).
+ * Calling it anywhere but in a fresh child is harmless for later opens but leaves existing
+ * `local://` handles unusable. Never fails.
+ */
+void hb_reset_after_fork(void);
 
 /**
  * The last error message of the calling thread, copied NUL-terminated into `buf` (truncated to

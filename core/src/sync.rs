@@ -190,6 +190,9 @@ impl<T> HandOff<T> {
 #[derive(Debug)]
 pub struct GlobalSlot<T> {
     ptr: AtomicPtr<T>,
+    /// The value `forget` last took out: leaked, but kept reachable (memory checkers then report
+    /// it as still reachable, not as lost).
+    retired: AtomicPtr<T>,
 }
 
 impl<T> GlobalSlot<T> {
@@ -198,6 +201,7 @@ impl<T> GlobalSlot<T> {
     pub const fn new() -> GlobalSlot<T> {
         GlobalSlot {
             ptr: AtomicPtr::new(std::ptr::null_mut()),
+            retired: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 
@@ -206,6 +210,7 @@ impl<T> GlobalSlot<T> {
     pub fn new() -> GlobalSlot<T> {
         GlobalSlot {
             ptr: AtomicPtr::new(std::ptr::null_mut()),
+            retired: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 
@@ -240,7 +245,10 @@ impl<T> GlobalSlot<T> {
 
     /// Empties the slot without dropping its value (leaked: references to it stay valid).
     pub fn forget(&self) {
-        self.ptr.store(std::ptr::null_mut(), Ordering::Release);
+        let old = self.ptr.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if !old.is_null() {
+            self.retired.store(old, Ordering::Release);
+        }
     }
 }
 

@@ -1,7 +1,11 @@
 /* The store through the C ABI: values, counters, strings, keys, TTL, and every bad input. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -198,6 +202,80 @@ static void test_default_engine_is_shared(void) {
   CHECK_STATUS(hb_engine_open(S("nosuch://x"), &c), HB_INVALID_ARGUMENT);
 }
 
+/* local://: two handles on one directory share data and messages; a forked child resets,
+ * reopens the directory and sees the parent's data, and the parent sees the child's. */
+static void test_local_backend(void) {
+  char dir[] = "/tmp/hb-c-local-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  char url[128];
+  int n_url = snprintf(url, sizeof url, "local://%s", dir);
+  CHECK(n_url > 0 && (size_t)n_url < sizeof url);
+  HbEngine *a = NULL, *b = NULL;
+  OK(hb_engine_open((const uint8_t *)url, (size_t)n_url, &a));
+  OK(hb_engine_open((const uint8_t *)url, (size_t)n_url, &b));
+  int64_t n = 0;
+  OK(hb_incr(a, S("hits"), 2, &n));
+  OK(hb_incr(b, S("hits"), 3, &n));
+  CHECK(n == 5);
+  HbMailbox *m = NULL;
+  OK(hb_mailbox_new(b, &m));
+  OK(hb_mailbox_subscribe(m, S("room:*")));
+  size_t reached = 0;
+  OK(hb_publish(a, S("room:lobby"), S("hi"), &reached));
+  CHECK(reached == 1); /* b's relay, another "process" on the directory */
+  HbMessage *msg = NULL;
+  OK(hb_mailbox_recv(m, 5000, &msg));
+  const uint8_t *p = NULL;
+  size_t len = 0;
+  OK(hb_message_payload(msg, &p, &len));
+  CHECK(len == 2 && memcmp(p, "hi", 2) == 0);
+  hb_message_free(msg);
+
+  fflush(NULL);
+  int verdict[2];
+  CHECK(pipe(verdict) == 0);
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    hb_reset_after_fork();
+    HbEngine *c = NULL;
+    int64_t v = 0;
+    int ok = hb_engine_open((const uint8_t *)url, (size_t)n_url, &c) == HB_OK &&
+             hb_get_int(c, S("hits"), &v) == HB_OK && v == 5 &&
+             hb_set_int(c, S("from_child"), 42, 0) == HB_OK;
+    /* A handle from before the fork refuses to touch the parent's environment. */
+    ok = ok && hb_get_int(a, S("hits"), &v) == HB_BACKEND;
+    if (!ok) {
+      char err[512];
+      hb_last_error(err, sizeof err);
+      fprintf(stderr, "child: %s\n", err);
+    }
+    char byte = ok ? 'y' : 'n';
+    CHECK(write(verdict[1], &byte, 1) == 1);
+    /* End without an exit: the parent's threads do not exist in a forked child, so memcheck would
+     * report their memory as lost at the child's exit. */
+    kill(getpid(), SIGKILL);
+  }
+  close(verdict[1]);
+  char byte = 0;
+  CHECK(read(verdict[0], &byte, 1) == 1 && byte == 'y');
+  close(verdict[0]);
+  int status = 0;
+  CHECK(waitpid(pid, &status, 0) == pid);
+  OK(hb_get_int(a, S("from_child"), &n));
+  CHECK(n == 42);
+
+  hb_mailbox_free(m);
+  hb_engine_free(a);
+  hb_engine_free(b);
+  HbEngine *bad = NULL;
+  CHECK_STATUS(hb_engine_open(S("local://relative/dir"), &bad), HB_INVALID_ARGUMENT);
+  CHECK_STATUS(hb_engine_open(S("local:///proc/no/such/place"), &bad), HB_BACKEND);
+  char cmd[160];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  CHECK(system(cmd) == 0);
+}
+
 int main(void) {
   HbEngine *e = NULL;
   OK(hb_engine_new(&e));
@@ -208,6 +286,7 @@ int main(void) {
   test_bad_input(e);
   test_nan_and_infinities(e);
   test_default_engine_is_shared();
+  test_local_backend();
   hb_engine_free(e);
   DONE("test_store");
 }
