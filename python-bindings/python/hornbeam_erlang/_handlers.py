@@ -23,8 +23,9 @@ from ._errors import HookNotFound
 _lock = threading.Lock()
 #: app_path -> (kind, target): kind is "function" or "object".
 _hooks: dict[str, tuple[str, Any]] = {}
-#: (app_path, action) -> the callable to run; rebuilt on demand, cleared when a hook changes.
-_bound: dict[tuple[str, str], Callable[..., Any]] = {}
+#: app_path -> action -> the callable to run; filled on demand, cleared when a hook changes
+#: (always in place: `execute` holds this dict).
+_bound: dict[str, dict[str, Callable[..., Any]]] = {}
 #: name -> function for `call`/`cast`.
 _functions: dict[str, Callable[..., Any]] = {}
 
@@ -64,7 +65,7 @@ def has_hook(app_path: str) -> bool:
 def bound(app_path: str, action: str) -> Optional[Callable[..., Any]]:
     """The callable that runs `action` of the local hook `app_path`; None when this process does
     not serve that hook. Raises HookNotFound when the handler has no such action."""
-    f = _bound.get((app_path, action))
+    f = _bound.get(app_path, {}).get(action)
     if f is not None:
         return f
     entry = _hooks.get(app_path)
@@ -87,7 +88,7 @@ def bound(app_path: str, action: str) -> Optional[Callable[..., Any]]:
         f = _sync(f)
     with _lock:
         if _hooks.get(app_path) is entry:
-            _bound[(app_path, action)] = f
+            _bound.setdefault(app_path, {})[action] = f
     return f
 
 

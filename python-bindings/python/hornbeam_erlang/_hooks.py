@@ -31,6 +31,9 @@ STREAM_WINDOW = 32
 TASK_TTL = float(os.environ.get("HORNBEAM_TASK_TTL_S", "600"))
 
 
+_bound = _handlers._bound
+
+
 # -- registration ----------------------------------------------------------------------------
 
 
@@ -81,18 +84,21 @@ def execute(app_path: str, action: str, /, *args: Any, **kwargs: Any) -> Any:
     the hook, otherwise in a process that does. Raises HookNotFound at once when no process
     serves it, HandlerError when the handler raised, CallTimeout after HORNBEAM_CALL_TIMEOUT_MS
     (30 s), NodeDown when the serving process dies during the call."""
-    f = _handlers._bound.get((app_path, action))
-    if f is None:
+    # The in-process path is kept short: it is most of the cost of a local call.
+    try:
+        f = _bound[app_path][action]
+    except KeyError:
         f = _handlers.bound(app_path, action)
-    if f is not None:
-        try:
-            result = f(*args, **kwargs)
-        except HookError:
-            raise
-        except Exception as e:
-            raise _wrap(app_path, action, e) from e
-        return result
-    return _remote_call(app_path, action, list(args), kwargs, DEFAULT_TIMEOUT_MS)
+        if f is None:
+            return _remote_call(app_path, action, list(args), kwargs, DEFAULT_TIMEOUT_MS)
+    try:
+        if kwargs:
+            return f(*args, **kwargs)
+        return f(*args)
+    except HookError:
+        raise
+    except Exception as e:
+        raise _wrap(app_path, action, e) from e
 
 
 def _server_for(app_path: str, fresh: bool = False) -> str:
