@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 from asyncio.events import _get_running_loop
 import contextvars
+import inspect
 import logging
 import multiprocessing
 import os
 import threading
 import weakref
+from sys import _getframe
 from typing import Any, AsyncIterator, Optional, Union
 
 from . import _native
@@ -160,6 +162,10 @@ def _hub(loop: asyncio.AbstractEventLoop) -> _Hub:
     return hub
 
 
+# Code flags of a coroutine's or an async generator's frame: code that runs there runs in a loop.
+_ASYNC_CODE = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
 class Mailbox(_native.Mailbox):
     """A bounded queue of messages for the topics and patterns it subscribes to.
 
@@ -180,6 +186,10 @@ class Mailbox(_native.Mailbox):
         (also usable with ``asyncio.create_task``); called from a plain thread it blocks,
         releasing the GIL.
         """
+        # Called straight from a coroutine's own code: that is the awaitable case, known
+        # without asking for the running loop (which costs a getpid() system call per call).
+        if timeout is None and _getframe(1).f_code.co_flags & _ASYNC_CODE:
+            return self._recv()
         if _get_running_loop() is None:
             return self._recv_blocking(timeout)
         if timeout is None:
@@ -193,6 +203,10 @@ class Mailbox(_native.Mailbox):
         msg = self._try_recv_arm()
         if msg is not None:
             return msg
+        return await self._wait_recv()
+
+    async def _wait_recv(self) -> Message:
+        """Waits until a message is ready, then takes it (the mailbox was found empty)."""
         hub = self._hub_here()
         waiters = hub.waiters
         mailbox_id = self.id
@@ -235,10 +249,14 @@ class Mailbox(_native.Mailbox):
         return self
 
     async def __anext__(self) -> Message:
+        # `_recv`'s fast path inlined: one coroutine per message, not two.
         try:
-            return await self._recv()
+            msg = self._try_recv_arm()
+            if msg is None:
+                msg = await self._wait_recv()
         except MailboxClosed:
             raise StopAsyncIteration from None
+        return msg
 
     def __enter__(self) -> "Mailbox":
         return self
