@@ -88,9 +88,10 @@ def execute(app_path: str, action: str, /, *args: Any, **kwargs: Any) -> Any:
     try:
         f = _bound[app_path][action]
     except KeyError:
-        f = _handlers.bound(app_path, action)
-        if f is None:
+        found = _handlers.bound(app_path, action)
+        if found is None:
             return _remote_call(app_path, action, list(args), kwargs, DEFAULT_TIMEOUT_MS)
+        f = found
     try:
         if kwargs:
             return f(*args, **kwargs)
