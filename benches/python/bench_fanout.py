@@ -1,8 +1,12 @@
 """Fan-out in asyncio: one publisher, N subscriber tasks, 64-byte messages. Deliveries per second
-and p50/p99 publish-to-receive latency for hornbeam_erlang mailboxes, beside an asyncio.Queue per
-subscriber in pure Python and beside redis.asyncio pub/sub against a local redis-server.
+and p50/p99 publish-to-receive latency for hornbeam_erlang mailboxes (received with
+``await mb.recv()`` and with ``async for msg in mb``), beside an asyncio.Queue per subscriber in
+pure Python and beside redis.asyncio pub/sub against a local redis-server.
 
-    python benches/python/bench_fanout.py [--quick] [--subscribers N] [--messages M]
+    python benches/python/bench_fanout.py [--quick] [--subscribers N] [--messages M] [--rounds R]
+
+With ``--rounds R`` the mailbox and queue runs alternate R times and the table shows medians
+(Redis runs once).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def summarize(name: str, n_subs: int, n_msgs: int, elapsed: float, lat: list[flo
     }
 
 
-async def run_hornbeam(n_subs: int, n_msgs: int, batch: int) -> dict:
+async def run_hornbeam(n_subs: int, n_msgs: int, batch: int, iterate: bool = False) -> dict:
     lat: list[float] = []
     ready = asyncio.Event()
     started = 0
@@ -43,9 +47,17 @@ async def run_hornbeam(n_subs: int, n_msgs: int, batch: int) -> dict:
         started += 1
         if started == n_subs:
             ready.set()
-        for _ in range(n_msgs):
-            msg = await mb.recv()
-            lat.append(time.perf_counter() - msg.message[0])
+        if iterate:
+            got = 0
+            async for msg in mb:
+                lat.append(time.perf_counter() - msg.message[0])
+                got += 1
+                if got == n_msgs:
+                    break
+        else:
+            for _ in range(n_msgs):
+                msg = await mb.recv()
+                lat.append(time.perf_counter() - msg.message[0])
         mb.close()
 
     tasks = [asyncio.create_task(sub()) for _ in range(n_subs)]
@@ -56,7 +68,8 @@ async def run_hornbeam(n_subs: int, n_msgs: int, batch: int) -> dict:
         if i % batch == batch - 1:
             await asyncio.sleep(0)
     await asyncio.gather(*tasks)
-    return summarize("hornbeam_erlang mailboxes", n_subs, n_msgs, time.perf_counter() - t0, lat)
+    name = "hornbeam_erlang mailboxes, " + ("async for" if iterate else "await recv()")
+    return summarize(name, n_subs, n_msgs, time.perf_counter() - t0, lat)
 
 
 async def run_queues(n_subs: int, n_msgs: int, batch: int) -> dict:
@@ -125,23 +138,35 @@ def main() -> None:
     ap.add_argument("--subscribers", type=int, default=1000)
     ap.add_argument("--messages", type=int, default=None)
     ap.add_argument("--batch", type=int, default=10, help="messages published between yields")
+    ap.add_argument("--rounds", type=int, default=1, help="alternate the in-process runs this often")
     args = ap.parse_args()
     n_msgs = args.messages or (50 if args.quick else 300)
     n_subs = args.subscribers
-    results = [
-        asyncio.run(run_hornbeam(n_subs, n_msgs, args.batch)),
-        asyncio.run(run_queues(n_subs, n_msgs, args.batch)),
-    ]
+    rounds: list[list[dict]] = []
+    for _ in range(args.rounds):
+        rounds.append([
+            asyncio.run(run_hornbeam(n_subs, n_msgs, args.batch)),
+            asyncio.run(run_hornbeam(n_subs, n_msgs, args.batch, iterate=True)),
+            asyncio.run(run_queues(n_subs, n_msgs, args.batch)),
+        ])
+    results = []
+    for i, first in enumerate(rounds[0]):
+        runs = [r[i] for r in rounds]
+        results.append({"name": first["name"],
+                        **{k: statistics.median(r[k] for r in runs)
+                           for k in ("deliveries_per_s", "p50_ms", "p99_ms")}})
     with redis_server() as port:
         if port is not None:
             results.append(asyncio.run(run_redis(port, n_subs, max(10, n_msgs // 5), args.batch)))
     base = results[0]["deliveries_per_s"]
-    print(f"{n_subs} subscribers, {n_msgs} messages, publisher yields every {args.batch}\n")
-    print("| fan-out | deliveries/s | p50 ms | p99 ms | hornbeam speed-up |")
-    print("|---|---:|---:|---:|---:|")
+    queue = results[2]["deliveries_per_s"]
+    print(f"{n_subs} subscribers, {n_msgs} messages, publisher yields every {args.batch}, "
+          f"{args.rounds} round(s) alternated (medians)\n")
+    print("| fan-out | deliveries/s | p50 ms | p99 ms | hornbeam (await recv) speed-up | vs asyncio.Queue |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['name']} | {r['deliveries_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-              f"{base / r['deliveries_per_s']:.2f}x |")
+              f"{base / r['deliveries_per_s']:.2f}x | {r['deliveries_per_s'] / queue:.2f}x |")
 
 
 if __name__ == "__main__":
