@@ -17,6 +17,16 @@ from hornbeam_erlang import (
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def leave_at_the_end():
+    """The node's heartbeat would write `_hb:` keys into the store during later test files."""
+    yield
+    from hornbeam_erlang import _node
+
+    _node.shutdown()
+    assert hb.state_keys("_hb:") == []
+
+
 @pytest.fixture(autouse=True)
 def no_hooks_left():
     yield

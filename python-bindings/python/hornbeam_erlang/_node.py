@@ -394,6 +394,15 @@ def next_id() -> int:
     return next(runtime().ids)
 
 
+def shutdown() -> None:
+    """Leaves the backend now (what exit does): the next use joins again as a new node."""
+    global _rt
+    with _rt_lock:
+        rt, _rt = _rt, None
+    if rt is not None:
+        rt.leave()
+
+
 def reset_after_fork() -> None:
     """In the child: forget the parent's node (its thread does not exist here; its mailbox is
     closed by the engine's own fork handler). The child joins as a new node on first use."""
