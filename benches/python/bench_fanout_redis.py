@@ -104,14 +104,14 @@ def subscriber_main(args: argparse.Namespace) -> None:
     print(json.dumps(result), flush=True)
 
 
-async def publish_hornbeam(n_msgs: int, batch: int) -> float:
+async def publish_hornbeam(n_msgs: int, batch: int, pace: float = 0.0) -> float:
     import hornbeam_erlang as hb
 
     t0 = time.time()
     for i in range(n_msgs):
         hb.publish(TOPIC, (time.time(), PAD))
         if i % batch == batch - 1:
-            await asyncio.sleep(0)
+            await asyncio.sleep(pace)
     return t0
 
 
@@ -129,8 +129,11 @@ async def publish_redis_py(port: int, n_msgs: int, batch: int) -> float:
     return t0
 
 
-def run(kind: str, port: int, n_procs: int, n_subs: int, n_msgs: int, batch: int) -> dict:
-    env = dict(os.environ, HORNBEAM_URL=f"redis://127.0.0.1:{port}/0?prefix=bench:")
+def run(kind: str, port: int, n_procs: int, n_subs: int, n_msgs: int, batch: int,
+        url: str | None = None, pace: float = 0.0) -> dict:
+    """One measurement; `url` puts hornbeam_erlang on another backend (default: the Redis at
+    `port`), `pace` sleeps that long between batches (a light load, for latency)."""
+    env = dict(os.environ, HORNBEAM_URL=url or f"redis://127.0.0.1:{port}/0?prefix=bench:")
     os.environ["HORNBEAM_URL"] = env["HORNBEAM_URL"]
     procs = [
         subprocess.Popen(
@@ -147,7 +150,7 @@ def run(kind: str, port: int, n_procs: int, n_subs: int, n_msgs: int, batch: int
                 raise RuntimeError(f"subscriber process did not start: {line!r}")
         time.sleep(0.2)
         if kind == "hornbeam":
-            t0 = asyncio.run(publish_hornbeam(n_msgs, batch))
+            t0 = asyncio.run(publish_hornbeam(n_msgs, batch, pace))
         else:
             t0 = asyncio.run(publish_redis_py(port, n_msgs, batch))
         results = []
@@ -162,7 +165,7 @@ def run(kind: str, port: int, n_procs: int, n_subs: int, n_msgs: int, batch: int
     lat = sorted(x for r in results for x in r["lat"])
     elapsed = max(r["last"] for r in results) - t0
     return {
-        "name": ("hornbeam_erlang on Redis (1 connection per process)" if kind == "hornbeam"
+        "name": (f"hornbeam_erlang on {env['HORNBEAM_URL'].split(':', 1)[0]}" if kind == "hornbeam"
                  else "redis.asyncio pub/sub (1 connection per subscriber)"),
         "deliveries": len(lat),
         "lost": sum(r["lost"] for r in results),

@@ -73,6 +73,18 @@ pub enum Error {
     InvalidArgument(String),
     /// The backend (e.g. Redis) failed or could not be reached.
     Backend(String),
+    /// No function is registered under this name ([`crate::calls`]).
+    NoFunction {
+        /// The name called (shortened when very long).
+        name: String,
+    },
+    /// A registered function reported a failure ([`crate::calls`]).
+    FunctionFailed {
+        /// The function's name.
+        name: String,
+        /// What the function said.
+        message: String,
+    },
 }
 
 /// Shortens user-supplied text for an error message, so a 10 MB key does not become a 10 MB message.
@@ -121,6 +133,10 @@ impl fmt::Display for Error {
             Error::Closed => f.write_str("mailbox is closed"),
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
             Error::Backend(msg) => write!(f, "backend error: {msg}"),
+            Error::NoFunction { name } => write!(f, "no function registered as {name:?}"),
+            Error::FunctionFailed { name, message } => {
+                write!(f, "function {name:?} failed: {message}")
+            }
         }
     }
 }

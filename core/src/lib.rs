@@ -22,7 +22,7 @@
 //! Module map: [`store`] (the store's front: limits, one dispatch per call), [`bus`] (topic trie,
 //! mailboxes, the relay to other processes), `backend` (the closed set of flavors: embedded,
 //! `local://` on LMDB, Redis), [`value`] (MessagePack values), [`error`] (the one error enum),
-//! [`config`] (limits).
+//! [`config`] (limits), [`calls`] (functions registered by name, callable from every binding).
 //!
 //! The same store and bus are shared by the processes of one machine with
 //! `Engine::open("local:///dev/shm/myapp", config)` (no server), or of several machines with
@@ -31,6 +31,7 @@
 
 mod backend;
 pub mod bus;
+pub mod calls;
 pub mod clock;
 pub mod config;
 pub mod engine;

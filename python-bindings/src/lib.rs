@@ -5,6 +5,7 @@
 //! exceptions in one place ([`errors`]). The pure-Python package `hornbeam_erlang` re-exports these
 //! functions and adds the asyncio side of mailboxes.
 
+mod calls;
 mod convert;
 mod errors;
 mod mailbox;
@@ -21,6 +22,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(py, m)?;
     state::register(m)?;
     mailbox::register(m)?;
+    calls::register(m)?;
     // C extensions in this process reach the same engine through this table (see ffi/src/api.rs).
     // SAFETY: hb_api returns a pointer to a static, initialised table.
     let api = unsafe { *hornbeam::api::hb_api() };

@@ -22,24 +22,14 @@ pub(crate) fn engine() -> PyResult<&'static Engine> {
     Engine::global().py()
 }
 
-/// Runs an engine call that may wait: directly on the embedded engine (a shard lock held for
-/// well under a microsecond: releasing the GIL would cost more), with the GIL released on
-/// `local://` (a write may wait for another process's write transaction) and on Redis (a network
-/// round trip), so other Python threads run meanwhile.
+/// Runs an engine call on one key: with the GIL held on the embedded engine (a shard lock held
+/// for well under a microsecond) and on `local://` (a read takes no lock; a write waits at most
+/// for another process's one-key transaction, a few microseconds: releasing the GIL would cost
+/// more than that wait), and released on Redis (a network round trip, during which other Python
+/// threads should run). Calls that can take long (batches, scans, clearing) release the GIL on
+/// every backend but the embedded one.
 #[inline]
 fn call<T: Send>(py: Python<'_>, f: impl FnOnce(&'static Engine) -> T + Send) -> PyResult<T> {
-    let e = engine()?;
-    Ok(if e.backend_name() == "embedded" {
-        f(e)
-    } else {
-        py.detach(|| f(e))
-    })
-}
-
-/// Runs an engine read: like [`call`], but keeps the GIL on `local://` too, where a read never
-/// waits (an LMDB read transaction takes no lock) and costs less than releasing the GIL.
-#[inline]
-fn read<T: Send>(py: Python<'_>, f: impl FnOnce(&'static Engine) -> T + Send) -> PyResult<T> {
     let e = engine()?;
     Ok(if e.backend_name() == "redis" {
         py.detach(|| f(e))
@@ -89,7 +79,7 @@ pub(crate) fn py_to_value(obj: &Bound<'_, PyAny>, key: &str) -> PyResult<Value> 
 #[pyfunction]
 fn state_get<'py>(py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let key = key_str(key, "key")?;
-    match read(py, |e| e.store().get(key))?.py()? {
+    match call(py, |e| e.store().get(key))?.py()? {
         Some(v) => value_to_py(py, &v),
         None => Ok(py.None().into_bound(py)),
     }
@@ -137,7 +127,7 @@ fn state_delete(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
 #[pyfunction]
 fn state_exists(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
     let key = key_str(key, "key")?;
-    Ok(read(py, |e| e.store().ttl(key))?.py()? != Ttl::Missing)
+    Ok(call(py, |e| e.store().ttl(key))?.py()? != Ttl::Missing)
 }
 
 /// An increment: an `int` that fits in 64 bits (not a `bool`, not a `float`).
@@ -246,7 +236,7 @@ fn state_expire(py: Python<'_>, key: &Bound<'_, PyAny>, ttl: f64) -> PyResult<bo
 #[pyfunction]
 fn state_ttl(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
     let key = key_str(key, "key")?;
-    Ok(match read(py, |e| e.store().ttl(key))?.py()? {
+    Ok(match call(py, |e| e.store().ttl(key))?.py()? {
         Ttl::Expires(d) => Some(d.as_secs_f64()),
         Ttl::Missing | Ttl::Persistent => None,
     })

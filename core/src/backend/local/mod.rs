@@ -25,12 +25,16 @@
 //!
 //! # Durability
 //!
-//! Commits are not flushed to disk by default (`MDB_NOSYNC`; without `WRITEMAP`, so every commit is
-//! still atomic and consistent): a process that dies loses nothing committed, the data survives
-//! every process stopping and starting again, and a power loss or kernel crash may lose the last
-//! commits (never corrupt the file, on a file system that keeps write order). `?sync=1` flushes
-//! every commit (durable on power loss, ~ms per write on a disk). On tmpfs (`/dev/shm`,
-//! `$XDG_RUNTIME_DIR`) the data lives as long as the machine.
+//! By default (fast) writes go straight into the shared memory map (`MDB_WRITEMAP`) and commits
+//! are not flushed to disk (`MDB_NOSYNC | MDB_NOMETASYNC`). Every commit is atomic and visible to
+//! every process at once; a process that dies (even by SIGKILL, even inside a write) loses
+//! nothing committed and leaves the file consistent; the data survives every process stopping
+//! and starting again. A power loss or kernel crash, however, may lose the last commits *or
+//! corrupt the file* (LMDB's documented trade of these flags): treat a disk directory as a cache
+//! unless you open it with `?sync=1`, which writes each commit with write(2) and flushes it
+//! (durable across power loss, at the cost of a disk flush per write). On tmpfs (`/dev/shm`,
+//! `$XDG_RUNTIME_DIR`, the default directory) there is nothing to flush: the data lives as long
+//! as the machine.
 //!
 //! # Bounds
 //!
@@ -241,14 +245,18 @@ pub(crate) fn open(settings: &Settings) -> Result<Arc<Shared>> {
     // length of a transaction, not for the life of every thread that ever read.
     let mut options = EnvOpenOptions::new().read_txn_without_tls();
     options
-        .map_size(settings.map_size)
+        .map_size(fitting_map_size(settings, &key))
         .max_readers(settings.max_readers)
         .max_dbs(8);
-    let mut flags = EnvFlags::NO_META_SYNC;
-    if !settings.sync {
-        flags |= EnvFlags::NO_SYNC;
-    }
-    // SAFETY: these flags only change when LMDB flushes to disk (see "Durability").
+    // Fast by default: writes go straight into the shared map and commits are not flushed.
+    // `?sync=1`: every commit written with write(2) and flushed (see "Durability").
+    let flags = if settings.sync {
+        EnvFlags::empty()
+    } else {
+        EnvFlags::WRITE_MAP | EnvFlags::NO_SYNC | EnvFlags::NO_META_SYNC
+    };
+    // SAFETY: these flags only change how and when LMDB writes to the file (see "Durability");
+    // with WRITE_MAP the map is writable, and nothing here writes to it but LMDB.
     unsafe { options.flags(flags) };
     // SAFETY: one environment per path per process (the map above), never used after fork (the
     // generation check), and the files are LMDB's own.
@@ -293,6 +301,29 @@ pub(crate) fn open(settings: &Settings) -> Result<Arc<Shared>> {
     });
     map.insert(key, Arc::downgrade(&shared));
     Ok(shared)
+}
+
+/// The map size to open with: the one asked for, but never more than the file system can back
+/// (the data file as it is, plus the free space, less 1 MiB). With `WRITE_MAP` a map larger than
+/// a small tmpfs (Docker's /dev/shm is 64 MB) would end in SIGBUS when the file system runs out;
+/// this way LMDB answers "full" first.
+fn fitting_map_size(settings: &Settings, dir: &Path) -> usize {
+    if settings.sync {
+        return settings.map_size; // write(2) reports ENOSPC cleanly
+    }
+    let used = std::fs::metadata(dir.join("data.mdb")).map_or(0, |m| m.len() as usize);
+    let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return settings.map_size;
+    };
+    // SAFETY: an all-zero statvfs is a valid value to be overwritten.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_dir` is a NUL-terminated path and `st` a valid out-pointer.
+    if unsafe { libc::statvfs(c_dir.as_ptr(), &mut st) } != 0 {
+        return settings.map_size;
+    }
+    let free = (st.f_bavail as usize).saturating_mul(st.f_frsize as usize);
+    let room = used.saturating_add(free).saturating_sub(1 << 20);
+    settings.map_size.min(room).max(1 << 20)
 }
 
 /// In a child right after `fork()`: closes every environment inherited from the parent (so the
