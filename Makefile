@@ -129,21 +129,19 @@ fmt: ## Format the Rust code
 	$(CARGO) fmt --all
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml
 
-bench: bench-rust bench-python ## Every benchmark (criterion + Python + WebSocket)
+bench: install redis-server ## Every benchmark, beside its baseline, written into BENCHMARKS.md (about an hour; a quiet machine)
+	PY=$(PY) python3 benches/write_benchmarks.py
 
-bench-rust: ## Criterion benchmarks of core beside their baselines
+bench-rust: ## Criterion benchmarks of core beside their baselines (printed, BENCHMARKS.md untouched)
 	$(CARGO) bench -p hornbeam-benches --benches -- --noplot
 	python3 benches/report.py
 
-bench-python: install ## Python per-call and fan-out benchmarks
-	$(PY) benches/python/bench_state.py
-	$(PY) benches/python/bench_fanout.py
-	tests/with-redis.sh bash -c 'HORNBEAM_URL=$$HORNBEAM_TEST_REDIS_URL $(PY) benches/python/bench_state.py'
-	$(PY) benches/python/bench_fanout_redis.py
+bench-python: install redis-server ## The Python, fan-out and many-workers sections of BENCHMARKS.md, re-run
+	PY=$(PY) python3 benches/write_benchmarks.py --only python-per-call python-redis-per-call python-fanout redis-fanout local
 
 CFLAGS_C := -Wall -Wextra -Werror -std=c11 -D_POSIX_C_SOURCE=200809L -g -Iinclude -Itests/c
 LIBDIR := $(abspath target/release)
-C_TESTS := test_store test_bus test_threads
+C_TESTS := test_store test_bus test_threads test_calls
 CTEST_DIR := target/ctest
 
 lib: ## Build libhornbeam (shared and static) in target/release
