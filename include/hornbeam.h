@@ -23,11 +23,12 @@
 /**
  * Version of [`HbApi`]'s layout; new fields are only ever appended.
  */
-#define HB_API_VERSION 1
+#define HB_API_VERSION 2
 
 /**
  * The result of every fallible call. `HB_OK` is 0; the others are grouped by hundreds
- * (arguments 1xx, store 2xx, bus 3xx, backend 4xx, internal 9xx) and never renumbered.
+ * (arguments 1xx, store 2xx, bus 3xx, backend 4xx, registered functions 5xx, internal 9xx) and
+ * never renumbered.
  */
 typedef enum HbStatus {
   /**
@@ -103,6 +104,14 @@ typedef enum HbStatus {
    */
   HB_BACKEND = 400,
   /**
+   * No function is registered under that name (`hb_function_call`).
+   */
+  HB_NO_FUNCTION = 500,
+  /**
+   * The registered function failed; `hb_last_error` has its message.
+   */
+  HB_FUNCTION_FAILED = 501,
+  /**
    * A bug: Rust code panicked; the call had no effect that can be relied on.
    */
   HB_PANIC = 900,
@@ -114,6 +123,15 @@ typedef enum HbStatus {
  * used as a C string. Freed by `hb_bytes_free`. Immutable, so safe to read from any thread.
  */
 typedef struct HbBytes HbBytes;
+
+/**
+ * Where a C function puts its answer during a call. Underneath: a Rust value on the stack of the
+ * call in progress; the library makes it and frees it, the function only fills it (at most once:
+ * a second fill replaces the first) with `hb_call_result_set` or `hb_call_result_fail`, which
+ * copy their bytes. Valid only until the function returns, and only on the thread that called
+ * the function.
+ */
+typedef struct HbCallResult HbCallResult;
 
 /**
  * An engine: a store and a bus. Underneath, a handle to a shared Rust `Engine`: several handles
@@ -144,6 +162,19 @@ typedef struct HbMailbox HbMailbox;
  * safe to read from any thread.
  */
 typedef struct HbMessage HbMessage;
+
+/**
+ * A function registered by name: called as `f(userdata, args, args_len, result)` with the
+ * arguments as one MessagePack array (valid during the call only) and a result slot to fill
+ * (leaving it empty is a failure). It may be called from any thread, by several threads at once,
+ * and may itself call, register or unregister functions.
+ */
+typedef void (*HbFunction)(void*, const uint8_t*, uintptr_t, struct HbCallResult*);
+
+/**
+ * Frees a function's `userdata` when the function is replaced or unregistered (may be NULL).
+ */
+typedef void (*HbFreeFn)(void*);
 
 /**
  * Pointers to the library's functions (see each function for its contract). Static and
@@ -262,6 +293,30 @@ typedef struct HbApi {
    * `hb_last_error`
    */
   uintptr_t (*last_error)(char*, uintptr_t);
+  /**
+   * `hb_function_register` (version 2)
+   */
+  enum HbStatus (*function_register)(const uint8_t*, uintptr_t, HbFunction, void*, HbFreeFn);
+  /**
+   * `hb_function_unregister` (version 2)
+   */
+  enum HbStatus (*function_unregister)(const uint8_t*, uintptr_t, bool*);
+  /**
+   * `hb_function_call` (version 2)
+   */
+  enum HbStatus (*function_call)(const uint8_t*,
+                                 uintptr_t,
+                                 const uint8_t*,
+                                 uintptr_t,
+                                 struct HbBytes**);
+  /**
+   * `hb_call_result_set` (version 2)
+   */
+  enum HbStatus (*call_result_set)(struct HbCallResult*, const uint8_t*, uintptr_t);
+  /**
+   * `hb_call_result_fail` (version 2)
+   */
+  enum HbStatus (*call_result_fail)(struct HbCallResult*, const uint8_t*, uintptr_t);
 } HbApi;
 
 #ifdef __cplusplus
@@ -416,6 +471,70 @@ uint64_t hb_message_lagged(const struct HbMessage *message);
  * `message` is NULL or a live `HbMessage`, not used afterwards.
  */
 void hb_message_free(struct HbMessage *message);
+
+/**
+ * Registers `f` under the name `name` (UTF-8), replacing (and releasing) any function of that
+ * name, for every caller in this process: C, Python and Rust.
+ *
+ * Ownership: on `HB_OK` the library keeps `f` and `userdata` and calls `free_userdata(userdata)`
+ * (when not NULL) once, after the function is replaced or unregistered and no call of it is
+ * running. On failure nothing is kept: `userdata` is still the caller's.
+ *
+ * Threading: `f` may be called from any thread, by several at once, for as long as it is
+ * registered; `userdata` must allow that.
+ *
+ * # Safety
+ * `name` is valid for `name_len` bytes; `f` and `userdata` meet the contract above.
+ */
+enum HbStatus hb_function_register(const uint8_t *name,
+                                   uintptr_t name_len,
+                                   HbFunction f,
+                                   void *userdata,
+                                   HbFreeFn free_userdata);
+
+/**
+ * Removes the function `name`; writes to `*out_removed` (when not NULL) whether there was one.
+ *
+ * # Safety
+ * `name` is valid for `name_len` bytes; `out_removed` is NULL or valid for a write.
+ */
+enum HbStatus hb_function_unregister(const uint8_t *name, uintptr_t name_len, bool *out_removed);
+
+/**
+ * Calls the function `name` on this thread with `args` (one MessagePack array) and writes its
+ * result (one MessagePack value) to `*out` as a new `HbBytes` (free it with `hb_bytes_free`).
+ *
+ * `HB_NO_FUNCTION` when none is registered; `HB_FUNCTION_FAILED` when it failed (its message is
+ * `hb_last_error`); `HB_INVALID_VALUE` when `args` is not a MessagePack array or the result is
+ * not one value. A function registered from Python runs holding the GIL, taken for the call.
+ *
+ * # Safety
+ * `name` is valid for `name_len` bytes, `args` for `args_len` bytes; `out` is valid for a write.
+ */
+enum HbStatus hb_function_call(const uint8_t *name,
+                               uintptr_t name_len,
+                               const uint8_t *args,
+                               uintptr_t args_len,
+                               struct HbBytes **out);
+
+/**
+ * Sets the result of the call in progress to `value` (one MessagePack value, copied).
+ *
+ * # Safety
+ * `result` is the slot handed to the running function; `value` is valid for `len` bytes.
+ */
+enum HbStatus hb_call_result_set(struct HbCallResult *result, const uint8_t *value, uintptr_t len);
+
+/**
+ * Makes the call in progress fail with `message` (UTF-8, copied): the caller gets
+ * `HB_FUNCTION_FAILED` (Python: `HandlerError`) with this message.
+ *
+ * # Safety
+ * `result` is the slot handed to the running function; `message` is valid for `len` bytes.
+ */
+enum HbStatus hb_call_result_fail(struct HbCallResult *result,
+                                  const uint8_t *message,
+                                  uintptr_t len);
 
 /**
  * Creates a private embedded engine (its own store and bus). On success writes a new handle

@@ -6,12 +6,13 @@
 //! the Python module's own copies, so they see its keys and topics.
 
 use crate::bus::*;
+use crate::calls::*;
 use crate::engine::*;
 use crate::status::*;
 use crate::store::*;
 
 /// Version of [`HbApi`]'s layout; new fields are only ever appended.
-pub const HB_API_VERSION: u32 = 1;
+pub const HB_API_VERSION: u32 = 2;
 
 /// Pointers to the library's functions (see each function for its contract). Static and
 /// immutable: never freed, safe from any thread.
@@ -82,6 +83,23 @@ pub struct HbApi {
     pub message_free: unsafe extern "C" fn(*mut HbMessage),
     /// `hb_last_error`
     pub last_error: unsafe extern "C" fn(*mut std::ffi::c_char, usize) -> usize,
+    /// `hb_function_register` (version 2)
+    pub function_register: unsafe extern "C" fn(
+        *const u8,
+        usize,
+        HbFunction,
+        *mut std::ffi::c_void,
+        HbFreeFn,
+    ) -> HbStatus,
+    /// `hb_function_unregister` (version 2)
+    pub function_unregister: unsafe extern "C" fn(*const u8, usize, *mut bool) -> HbStatus,
+    /// `hb_function_call` (version 2)
+    pub function_call:
+        unsafe extern "C" fn(*const u8, usize, *const u8, usize, *mut *mut HbBytes) -> HbStatus,
+    /// `hb_call_result_set` (version 2)
+    pub call_result_set: unsafe extern "C" fn(*mut HbCallResult, *const u8, usize) -> HbStatus,
+    /// `hb_call_result_fail` (version 2)
+    pub call_result_fail: unsafe extern "C" fn(*mut HbCallResult, *const u8, usize) -> HbStatus,
 }
 
 static API: HbApi = HbApi {
@@ -108,6 +126,11 @@ static API: HbApi = HbApi {
     message_payload: hb_message_payload,
     message_free: hb_message_free,
     last_error: hb_last_error,
+    function_register: hb_function_register,
+    function_unregister: hb_function_unregister,
+    function_call: hb_function_call,
+    call_result_set: hb_call_result_set,
+    call_result_fail: hb_call_result_fail,
 };
 
 /// The library's function table (static; never free it).

@@ -7,10 +7,12 @@
 //! NULL pointer or invalid UTF-8 crosses the boundary: each has its status.
 //!
 //! Modules: [`status`] (codes, last error), `boundary` (the panic/NULL guard and handle helper),
-//! [`engine`] (engines, byte buffers), [`store`] (keys and values), [`bus`] (publish, mailboxes).
+//! [`engine`] (engines, byte buffers), [`store`] (keys and values), [`bus`] (publish, mailboxes),
+//! [`calls`] (functions registered by name, callable from C, Python and Rust).
 
 pub mod api;
 pub mod bus;
+pub mod calls;
 pub mod engine;
 pub mod status;
 pub mod store;
@@ -18,6 +20,7 @@ pub mod store;
 mod boundary;
 
 pub use bus::{HbMailbox, HbMessage};
+pub use calls::{HbCallResult, HbFreeFn, HbFunction};
 pub use engine::{HbBytes, HbEngine};
 pub use status::{hb_last_error, hb_status_str, HbStatus};
 pub use store::HbKeyList;

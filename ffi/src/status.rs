@@ -6,7 +6,8 @@ use std::ffi::c_char;
 use hornbeam_core::{Error, RecvError};
 
 /// The result of every fallible call. `HB_OK` is 0; the others are grouped by hundreds
-/// (arguments 1xx, store 2xx, bus 3xx, backend 4xx, internal 9xx) and never renumbered.
+/// (arguments 1xx, store 2xx, bus 3xx, backend 4xx, registered functions 5xx, internal 9xx) and
+/// never renumbered.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(non_camel_case_types)]
@@ -47,6 +48,10 @@ pub enum HbStatus {
     HB_TOO_MANY_SUBSCRIPTIONS = 306,
     /// The backend (e.g. Redis) failed or could not be reached.
     HB_BACKEND = 400,
+    /// No function is registered under that name (`hb_function_call`).
+    HB_NO_FUNCTION = 500,
+    /// The registered function failed; `hb_last_error` has its message.
+    HB_FUNCTION_FAILED = 501,
     /// A bug: Rust code panicked; the call had no effect that can be relied on.
     HB_PANIC = 900,
 }
@@ -79,6 +84,8 @@ pub(crate) fn from_error(err: Error) -> HbStatus {
         Error::Closed => HbStatus::HB_CLOSED,
         Error::Backend(_) => HbStatus::HB_BACKEND,
         Error::InvalidArgument(_) => HbStatus::HB_INVALID_ARGUMENT,
+        Error::NoFunction { .. } => HbStatus::HB_NO_FUNCTION,
+        Error::FunctionFailed { .. } => HbStatus::HB_FUNCTION_FAILED,
         _ => HbStatus::HB_INVALID_ARGUMENT,
     };
     fail(status, err.to_string())
@@ -148,6 +155,8 @@ pub extern "C" fn hb_status_str(status: HbStatus) -> *const c_char {
         HbStatus::HB_CLOSED => b"HB_CLOSED\0",
         HbStatus::HB_TOO_MANY_SUBSCRIPTIONS => b"HB_TOO_MANY_SUBSCRIPTIONS\0",
         HbStatus::HB_BACKEND => b"HB_BACKEND\0",
+        HbStatus::HB_NO_FUNCTION => b"HB_NO_FUNCTION\0",
+        HbStatus::HB_FUNCTION_FAILED => b"HB_FUNCTION_FAILED\0",
         HbStatus::HB_PANIC => b"HB_PANIC\0",
     };
     s.as_ptr().cast()

@@ -61,13 +61,16 @@ unhook = unregister_hook
 
 def register_function(name: str, fn: Callable[..., Any]) -> None:
     """Registers `fn` under `name` for `call` and `cast` in this process (Hornbeam's
-    ``hornbeam:register_function``)."""
+    ``hornbeam:register_function``), from Python and from C (``hb_function_call``) or Rust: those
+    callers pass MessagePack arguments and get a storable result back."""
     _handlers.add_function(name, fn)
+    _native.register_function(name, fn)
 
 
 def unregister_function(name: str) -> None:
     """Removes the function `name` (no-op when it is not registered)."""
     _handlers.remove_function(name)
+    _native.unregister_function(name)
 
 
 # -- execute ---------------------------------------------------------------------------------
@@ -411,12 +414,22 @@ async def stream_async(app_path: str, action: str, /, *args: Any, **kwargs: Any)
 # -- call / cast -----------------------------------------------------------------------------
 
 
+def _native_call(name: str, args: tuple[Any, ...]) -> Any:
+    """A function registered from C or Rust (`hb_function_register`, `calls::register`)."""
+    try:
+        return _native.call_function(name, args)
+    except LookupError:
+        raise HookNotFound(f"no function registered as {name!r}") from None
+    except RuntimeError as e:
+        raise HandlerError(str(e), "RuntimeError") from None
+
+
 def call(name: str, *args: Any) -> Any:
-    """Calls the function registered as `name` in this process and returns its result;
-    HookNotFound when none is, HandlerError when it raised."""
+    """Calls the function registered as `name` in this process (from Python, C or Rust) and
+    returns its result; HookNotFound when none is, HandlerError when it raised or failed."""
     fn = _handlers.function(name)
     if fn is None:
-        raise HookNotFound(f"no function registered as {name!r}")
+        return _native_call(name, args)
     try:
         return _handlers.settle(fn(*args))
     except HookError:
@@ -430,7 +443,11 @@ def cast(name: str, *args: Any) -> None:
     logged); HookNotFound at once when no function has that name."""
     fn = _handlers.function(name)
     if fn is None:
-        raise HookNotFound(f"no function registered as {name!r}")
+        if name not in _native.function_names():
+            raise HookNotFound(f"no function registered as {name!r}")
+
+        def fn(*args: Any) -> Any:
+            return _native_call(name, args)
 
     def run() -> None:
         try:
