@@ -1,6 +1,6 @@
-"""Hooks across processes on a private Redis: every process here (servers and clients) is a
-subprocess with HORNBEAM_URL set, so these run the same under `make test-python` and
-`make test-redis`. Servers are stopped (or killed) by their PID."""
+"""Hooks across processes on a private Redis and on `local://`: every process here (servers and
+clients) is a subprocess with HORNBEAM_URL set, so these run the same under `make test-python`
+and `make test-redis`. Servers are stopped (or killed) by their PID."""
 
 from __future__ import annotations
 
@@ -14,19 +14,24 @@ from hook_nodes import Node, Redis, client, result, run
 WINDOW = 32  # hornbeam_erlang._hooks.STREAM_WINDOW
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
+@pytest.fixture(scope="module", params=["redis", "local"])
+def backend_url(request, tmp_path_factory) -> Iterator[str]:
+    """The backend every process of a test shares: a private redis-server, or a `local://`
+    directory (one machine, no server)."""
+    if request.param == "local":
+        yield f"local://{tmp_path_factory.mktemp('local-backend')}"
+        return
     server = Redis()
     yield server.url
     server.stop()
 
 
 @pytest.fixture
-def start(redis_url: str) -> Iterator[Callable[..., Node]]:
+def start(backend_url: str) -> Iterator[Callable[..., Node]]:
     started: list[Node] = []
 
     def go(*apps: str, **env: str) -> Node:
-        n = Node(redis_url, list(apps), **env)
+        n = Node(backend_url, list(apps), **env)
         started.append(n)
         return n
 
@@ -35,26 +40,26 @@ def start(redis_url: str) -> Iterator[Callable[..., Node]]:
         n.kill()
 
 
-def test_execute_in_another_process(start, redis_url):
+def test_execute_in_another_process(start, backend_url):
     server = start("svc.exec")
-    out = run(redis_url, """
+    out = run(backend_url, """
         out = [h.execute("svc.exec", "add", 1, 2), h.execute("svc.exec", "add", 1, b=2, scale=3),
                h.execute("svc.exec", "who")]
     """)
     assert out == [3, 9, server.name]
 
 
-def test_calls_spread_over_the_processes_that_serve_a_hook(start, redis_url):
+def test_calls_spread_over_the_processes_that_serve_a_hook(start, backend_url):
     a, b = start("svc.spread"), start("svc.spread")
-    out = run(redis_url, """
+    out = run(backend_url, """
         out = [h.execute("svc.spread", "who") for _ in range(40)]
     """)
     assert sorted(set(out)) == sorted([a.name, b.name])
     assert out.count(a.name) == out.count(b.name) == 20
 
 
-def test_no_server_is_an_error_at_once(redis_url):
-    out = run(redis_url, """
+def test_no_server_is_an_error_at_once(backend_url):
+    out = run(backend_url, """
         try:
             h.execute("svc.nobody", "add", 1)
         except h.HookNotFound as e:
@@ -63,9 +68,9 @@ def test_no_server_is_an_error_at_once(redis_url):
     assert out[:2] == ["HookNotFound", True] and "svc.nobody" in out[2]
 
 
-def test_handler_error_comes_back_with_its_type_and_traceback(start, redis_url):
+def test_handler_error_comes_back_with_its_type_and_traceback(start, backend_url):
     start("svc.err")
-    out = run(redis_url, """
+    out = run(backend_url, """
         try:
             h.execute("svc.err", "boom")
         except h.HandlerError as e:
@@ -76,9 +81,9 @@ def test_handler_error_comes_back_with_its_type_and_traceback(start, redis_url):
     assert "hook_nodes.py" in out[3]
 
 
-def test_values_that_cannot_travel_are_clear_errors(start, redis_url):
+def test_values_that_cannot_travel_are_clear_errors(start, backend_url):
     start("svc.opaque")
-    out = run(redis_url, """
+    out = run(backend_url, """
         out = []
         try:
             h.execute("svc.opaque", "opaque")
@@ -92,9 +97,9 @@ def test_values_that_cannot_travel_are_clear_errors(start, redis_url):
     assert out == [["HandlerError", True], "TypeError"]
 
 
-def test_killed_server_mid_call_is_an_error_not_a_hang(start, redis_url):
+def test_killed_server_mid_call_is_an_error_not_a_hang(start, backend_url):
     server = start("svc.kill")
-    proc = client(redis_url, """
+    proc = client(backend_url, """
         try:
             h.execute("svc.kill", "block")
         except h.NodeDown as e:
@@ -109,9 +114,9 @@ def test_killed_server_mid_call_is_an_error_not_a_hang(start, redis_url):
     assert result(proc) == ["NodeDown", True, True, 0]
 
 
-def test_timeouts_are_timeout_errors(start, redis_url):
+def test_timeouts_are_timeout_errors(start, backend_url):
     server = start("svc.slow")
-    out = run(redis_url, f"""
+    out = run(backend_url, f"""
         out = []
         try:
             h.rpc_call({server.name!r}, "svc.slow", "slow", [5], timeout_ms=100)
@@ -127,9 +132,9 @@ def test_timeouts_are_timeout_errors(start, redis_url):
     assert out == [["TimeoutError", True], "CallTimeout", 0.5]
 
 
-def test_execute_async_across_processes(start, redis_url):
+def test_execute_async_across_processes(start, backend_url):
     start("svc.async")
-    out = run(redis_url, """
+    out = run(backend_url, """
         tasks = [h.execute_async("svc.async", "add", i, 1) for i in range(10)]
         out = [h.await_result(t) for t in tasks]
         try:
@@ -140,9 +145,9 @@ def test_execute_async_across_processes(start, redis_url):
     assert out == list(range(1, 11)) + ["gone"]
 
 
-def test_stream_chunks_arrive_in_order_and_bounded(start, redis_url):
+def test_stream_chunks_arrive_in_order_and_bounded(start, backend_url):
     start("svc.stream")
-    out = run(redis_url, f"""
+    out = run(backend_url, f"""
         out = []
         worst = 0
         for i, chunk in enumerate(h.stream("svc.stream", "count", 500, key="produced")):
@@ -168,9 +173,9 @@ def test_stream_chunks_arrive_in_order_and_bounded(start, redis_url):
     assert ahead <= WINDOW + 1
 
 
-def test_closing_a_remote_stream_stops_the_producer(start, redis_url):
+def test_closing_a_remote_stream_stops_the_producer(start, backend_url):
     start("svc.close")
-    out = run(redis_url, """
+    out = run(backend_url, """
         it = h.stream("svc.close", "count", 100000, key="closing")
         first = [next(it) for _ in range(3)]
         it.close()
@@ -183,9 +188,9 @@ def test_closing_a_remote_stream_stops_the_producer(start, redis_url):
     assert out == [[0, 1, 2], True, True]
 
 
-def test_stream_async_across_processes(start, redis_url):
+def test_stream_async_across_processes(start, backend_url):
     start("svc.astream")
-    out = run(redis_url, """
+    out = run(backend_url, """
         import asyncio
 
         async def main():
@@ -196,13 +201,13 @@ def test_stream_async_across_processes(start, redis_url):
     assert out is True
 
 
-def test_nodes_lists_live_processes_and_a_killed_one_leaves(start, redis_url):
+def test_nodes_lists_live_processes_and_a_killed_one_leaves(start, backend_url):
     a, b = start("svc.nodes"), start("svc.nodes")
-    out = run(redis_url, "out = [h.node(), h.nodes()]")
+    out = run(backend_url, "out = [h.node(), h.nodes()]")
     me, others = out
     assert a.name in others and b.name in others and me not in others
     b.kill()
-    out = run(redis_url, f"""
+    out = run(backend_url, f"""
         for _ in range(400):  # bounded: until the killed node's heartbeat key expires
             if {b.name!r} not in h.nodes():
                 break
@@ -212,9 +217,9 @@ def test_nodes_lists_live_processes_and_a_killed_one_leaves(start, redis_url):
     assert b.name not in out and a.name in out
 
 
-def test_rpc_call_and_rpc_cast_target_one_node(start, redis_url):
+def test_rpc_call_and_rpc_cast_target_one_node(start, backend_url):
     a, b = start("svc.rpc"), start("svc.other")
-    out = run(redis_url, f"""
+    out = run(backend_url, f"""
         out = [h.rpc_call({a.name!r}, "svc.rpc", "who", []),
                h.rpc_call({b.name!r}, "svc.other", "add", [2, 3])]
         try:
@@ -231,14 +236,14 @@ def test_rpc_call_and_rpc_cast_target_one_node(start, redis_url):
     assert out == [a.name, 5, "HookNotFound", 7]
 
 
-def test_node_names_from_hornbeam_node_stay_unique(start, redis_url):
+def test_node_names_from_hornbeam_node_stay_unique(start, backend_url):
     a = start("svc.named", HORNBEAM_NODE="worker@box")
     b = start("svc.named", HORNBEAM_NODE="worker@box")
     assert a.name == "worker@box"
     assert b.name.startswith("worker@box-") and b.name != a.name
 
 
-def test_cached_inference_statistics_are_shared(redis_url):
+def test_cached_inference_statistics_are_shared(backend_url):
     code = """
         calls = []
         def model(text):
@@ -247,18 +252,18 @@ def test_cached_inference_statistics_are_shared(redis_url):
         got = [hornbeam_ml.cached_inference(model, t, cache_prefix="shared") for t in ("a", "bb", "a")]
         out = [got, len(calls), hornbeam_ml.cache_stats()]
     """
-    first = run(redis_url, "h.state_clear()\n" + textwrap.dedent(code))
-    second = run(redis_url, code)
+    first = run(backend_url, "h.state_clear()\n" + textwrap.dedent(code))
+    second = run(backend_url, code)
     assert first == [[[1.0, 1.0], [2.0, 1.0], [1.0, 1.0]], 2, {"hits": 1, "misses": 2, "hit_rate": 1 / 3}]
     assert second[1] == 0
     assert second[2] == {"hits": 4, "misses": 2, "hit_rate": 4 / 6}
 
 
-def test_a_stopped_server_leaves_at_once(start, redis_url):
+def test_a_stopped_server_leaves_at_once(start, backend_url):
     a = start("svc.stop")
-    assert run(redis_url, f"out = {a.name!r} in h.nodes()") is True
+    assert run(backend_url, f"out = {a.name!r} in h.nodes()") is True
     a.stop()  # a normal exit: the node removes its own entries
-    out = run(redis_url, f"""
+    out = run(backend_url, f"""
         try:
             h.execute("svc.stop", "who")
         except h.HookNotFound:
