@@ -1,4 +1,5 @@
-"""The embedding service under ``uvicorn --workers 3`` sharing a private Redis: one worker loads
+"""The embedding service under ``uvicorn --workers 3`` sharing a private Redis or a ``local://``
+directory: one worker loads
 the model and serves it as a hook, the others call it; index, search, embed and stats agree
 whichever worker answers; when the model's worker is killed another takes the model over."""
 
@@ -18,11 +19,16 @@ from test_chat_redis import RedisServer
 APP = "examples.embedding_service.app:app"
 
 
-@pytest.fixture
-def redis(redis_server: str) -> Iterator[RedisServer]:
+@pytest.fixture(params=["redis", "local"])
+def backend_url(request, tmp_path) -> Iterator[str]:
+    """What the workers share: a private redis-server, or a `local://` directory."""
+    if request.param == "local":
+        yield f"local://{tmp_path}"
+        return
+    request.getfixturevalue("redis_server")  # fails with an install hint when missing
     server = RedisServer()
     server.start()
-    yield server
+    yield server.url
     server.stop()
 
 
@@ -48,8 +54,8 @@ DOCS = {
 }
 
 
-def test_three_workers_share_one_model(serve, redis):
-    server: Server = serve(APP, env={"HORNBEAM_URL": redis.url}, args=("--workers", "3"))
+def test_three_workers_share_one_model(serve, backend_url):
+    server: Server = serve(APP, env={"HORNBEAM_URL": backend_url}, args=("--workers", "3"))
     owner = wait_model(server.url)
 
     for doc_id, text in DOCS.items():
@@ -93,8 +99,8 @@ def test_three_workers_share_one_model(serve, redis):
     assert fresh(server.url, "GET", "/stats").json()["index"]["documents"] == 2
 
 
-def test_another_worker_takes_the_model_over_when_its_worker_dies(serve, redis):
-    server: Server = serve(APP, env={"HORNBEAM_URL": redis.url}, args=("--workers", "3"))
+def test_another_worker_takes_the_model_over_when_its_worker_dies(serve, backend_url):
+    server: Server = serve(APP, env={"HORNBEAM_URL": backend_url}, args=("--workers", "3"))
     owner = wait_model(server.url)
     pid = int(owner.split("@")[0].rsplit("-", 1)[1])
     os.kill(pid, signal.SIGKILL)
