@@ -148,6 +148,21 @@ def pct(lat: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] * 1e6
 
 
+def hooks_only(url: str, n: int) -> list[float]:
+    """`execute` latencies between two processes on the backend `url`."""
+    env = dict(os.environ, HORNBEAM_URL=url)
+    server = child(["--role", "hook-server"], env)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "READY"
+        client = child(["--role", "hook-client", "--n", str(n)], env)
+        assert client.stdout is not None
+        lat: list[float] = json.loads(client.stdout.readline())
+        stop(client)
+    finally:
+        stop(server)
+    return lat
+
+
 def cross_process(port: int, n: int) -> dict[str, list[float]]:
     env = dict(os.environ, HORNBEAM_URL=f"redis://127.0.0.1:{port}/0")
     out: dict[str, list[float]] = {}
@@ -223,6 +238,12 @@ def main() -> None:
         print(f"| {name} | {pct(lat, 0.5):.0f} | {pct(lat, 0.99):.0f} | {statistics.mean(lat) * 1e6:.0f} |")
     print(f"\np50 ratio (redis-py / execute): {pct(cross['redis-py'], 0.5) / pct(cross['execute'], 0.5):.2f}x, "
           f"p99 ratio: {pct(cross['redis-py'], 0.99) / pct(cross['execute'], 0.99):.2f}x\n")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="hb-bench-local-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
+        local = hooks_only(f"local://{d}", calls)
+    print(f"`execute` across two processes on local:// ({calls} sequential calls): p50 {pct(local, 0.5):.0f} µs, "
+          f"p99 {pct(local, 0.99):.0f} µs, mean {statistics.mean(local) * 1e6:.0f} µs\n")
 
     print("## cached_inference hit vs a 1 ms model (µs per call, best of 3)\n")
     print("| backend | hit | model call | ratio |\n| --- | ---: | ---: | ---: |")

@@ -1,7 +1,7 @@
 """The embedding service under ``uvicorn --workers 3`` sharing a private Redis or a ``local://``
-directory: one worker loads
-the model and serves it as a hook, the others call it; index, search, embed and stats agree
-whichever worker answers; when the model's worker is killed another takes the model over."""
+directory: one worker loads the model and serves it as a hook, the others call it; index, search,
+embed and stats agree whichever worker answers; when the model's worker is killed another takes
+the model over."""
 
 from __future__ import annotations
 

@@ -24,7 +24,6 @@ name (when the name is the default one) and starts again on its first use.
 from __future__ import annotations
 
 import atexit
-import functools
 import itertools
 import logging
 import os
@@ -131,8 +130,13 @@ class Runtime:
         self.requests = _native.Mailbox(capacity=4096)
         self.requests.subscribe(rpc_topic(self.name))
         self.beat()
-        self.thread = threading.Thread(target=self._serve, name="hornbeam-node", daemon=True)
+        # Serving threads take requests straight from the mailbox and run them (no hand-off to
+        # another thread); one more starts whenever none is left waiting, up to HOOK_THREADS.
+        self.serving: list[threading.Thread] = []
+        self.idle_servers = 0
+        self.thread = threading.Thread(target=self._heartbeat, name="hornbeam-node", daemon=True)
         self.thread.start()
+        self._add_server()
         atexit.register(self.leave)
 
     def _claim(self, name: str) -> str:
@@ -179,7 +183,9 @@ class Runtime:
         self.requests.close()
         for mb in list(self.waiting):
             mb.close()
-        self.thread.join(timeout=5)
+        deadline = time.monotonic() + 5
+        for t in [self.thread, *self.serving]:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
         try:
             for app in list(self.announced):
                 _native.state_delete(hook_prefix(app) + self.qname)
@@ -209,31 +215,50 @@ class Runtime:
 
     # -- serving -------------------------------------------------------------------------------
 
-    def _serve(self) -> None:
-        next_beat = time.monotonic() + HEARTBEAT
-        # Bounded by the process's life (or the node's leave at exit, or its mailbox closing
-        # after a fork): each turn waits at most until the next heartbeat.
-        while not self.stopped.is_set():
+    def _heartbeat(self) -> None:
+        # Bounded by the process's life (or the node's leave at exit).
+        while not self.stopped.wait(HEARTBEAT):
             try:
-                msg = self.requests._recv_blocking(max(0.0, next_beat - time.monotonic()))
+                self.beat()
+            except Exception as e:
+                _log.warning("hornbeam_erlang: heartbeat of node %s failed: %s", self.name, e)
+
+    def _add_server(self) -> None:
+        with self.lock:
+            if len(self.serving) >= HOOK_THREADS:
+                return
+            t = threading.Thread(target=self._serve, name="hornbeam-hook", daemon=True)
+            self.serving.append(t)
+        t.start()
+
+    def _serve(self) -> None:
+        # Bounded by the process's life (or the node's leave at exit, or its mailbox closing
+        # after a fork): each turn waits at most one heartbeat for a request.
+        while not self.stopped.is_set():
+            with self.lock:
+                self.idle_servers += 1
+            try:
+                msg = self.requests._recv_blocking(HEARTBEAT)
             except _native.MailboxClosed:
                 return
-            if time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + HEARTBEAT
-                try:
-                    self.beat()
-                except Exception as e:
-                    _log.warning("hornbeam_erlang: heartbeat of node %s failed: %s", self.name, e)
+            finally:
+                with self.lock:
+                    self.idle_servers -= 1
+                    idle = self.idle_servers
             if msg is None:
                 continue
+            if idle == 0:
+                self._add_server()
             if msg.lagged:
                 _log.warning("hornbeam_erlang: node %s dropped %d requests (its mailbox was full)",
                              self.name, msg.lagged)
                 continue
             req = msg.message
-            if not isinstance(req, dict) or "k" not in req:
-                continue
-            self.pool.submit(functools.partial(serve_request, req))
+            if isinstance(req, dict) and "k" in req:
+                try:
+                    serve_request(req)
+                except Exception:  # serve_request answers errors itself; keep serving
+                    _log.exception("hornbeam_erlang: serving a request failed")
 
 
 def _reply(topic: str, msg: dict[str, Any]) -> None:
