@@ -296,12 +296,16 @@ def main() -> None:
 
     started = time.monotonic()
     results = asyncio.run(everything())
-    print("| app | clients | senders | broadcasts/s | deliveries/s | p50 ms | p99 ms | lost | server CPU |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| app | clients | senders | broadcasts/s | deliveries/s | p50 ms | p99 ms | lost | server CPU "
+          "| CPU µs per delivery | vs plain chat |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    plain = results["fanout"][1]
+    per = {r["app"]: 1e4 * r["server_cpu_pct"] / max(r["deliveries_per_s"], 1) for r in results["fanout"]}
     for r in results["fanout"]:
+        r["cpu_us_per_delivery"] = per[r["app"]]
         print(f"| {r['app']} | {r['clients']} | {r['senders']} | {r['broadcasts_per_s']:,.0f} "
               f"| {r['deliveries_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['lost']} "
-              f"| {r['server_cpu_pct']:.0f}% |")
+              f"| {r['server_cpu_pct']:.0f}% | {per[r['app']]:.2f} | {per[r['app']] / per[plain['app']]:.2f}x |")
     s = results["storm"]
     print(f"\npresence join storm: {s['clients']} joins; all answered in {s['all_joined_s']:.2f} s, "
           f"every presence list complete in {s['all_complete_s']:.2f} s "
