@@ -9,7 +9,7 @@ then
 
 Each message reaches every client of the room, sender included. Reported per phase: messages sent,
 deliveries, lost deliveries, deliveries per second, p50 and p99 send-to-receive latency, and the
-server's CPU use. The apps are ``examples.websocket_chat.app:application`` (store + bus) and
+server's CPU use (and per delivery), and each app against the Zenith way in the same round. The apps are ``examples.websocket_chat.app:application`` (store + bus) and
 ``benches/ws/zenith_style.py`` (a dict of sockets and a loop of sends).
 
 Run from the repository root::
@@ -17,6 +17,7 @@ Run from the repository root::
     .venv/bin/python benches/ws/chat_bench.py            # 200 clients, 30 s paced, 10 s max
     .venv/bin/python benches/ws/chat_bench.py --quick    # 200 clients, 5 s + 4 s: under a minute
     .venv/bin/python benches/ws/chat_bench.py --rounds 3 # apps in turn, 3 times; medians at the end
+    .venv/bin/python benches/ws/chat_bench.py --rounds 3 --before cb3c0ee  # plus the chat as of cb3c0ee
 
 The load generator is a minimal WebSocket client on asyncio (no library frame machinery), so that on
 a small machine the client costs less than the server it measures.
@@ -210,21 +211,67 @@ def row(app: str, phase: str, n: int, stats: PhaseStats, seconds: float, cpu: fl
         "p99_ms": percentile(stats.latencies_ns, 0.99),
         "server_cpu_pct": 100 * cpu,
         "client_cpu_pct": 100 * client_cpu,
+        # Server CPU time per delivery, in microseconds (the phase's CPU share over its rate).
+        "cpu_us_per_delivery": 1e6 * cpu / max(stats.delivered_in_window / seconds, 1.0),
     }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| app | phase | clients | sent | deliveries | lost | deliveries/s | p50 ms | p99 ms | server CPU "
-        "| client CPU |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| client CPU | server CPU µs per delivery |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
             f"| {r['app']} | {r['phase']} | {r['clients']} | {r['sent']:.0f} | {r['deliveries']:.0f} | {r['lost']:.0f} "
             f"| {r['deliveries_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['server_cpu_pct']:.0f}% "
-            f"| {r['client_cpu_pct']:.0f}% |")
+            f"| {r['client_cpu_pct']:.0f}% | {r['cpu_us_per_delivery']:.2f} |")
     return "\n".join(lines)
+
+
+BASELINE = "zenith way (dict of sockets)"
+
+
+def ratios(rows: list[dict[str, Any]]) -> str:
+    """Each app against the Zenith way, per round (rows come in rounds of len(APPS) apps x 2
+    phases): server CPU per delivery (paced), p99 (paced), deliveries/s (max)."""
+    lines = ["| app | round | CPU per delivery, paced | p99, paced | throughput, max |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    per_round = len(APPS) * 2
+    for start in range(0, len(rows), per_round):
+        chunk = {(r["app"], r["phase"]): r for r in rows[start:start + per_round]}
+        base_p = chunk.get((BASELINE, "paced 1/s"))
+        base_m = chunk.get((BASELINE, "max (closed loop)"))
+        if base_p is None or base_m is None:
+            continue
+        for app in APPS:
+            if app == BASELINE:
+                continue
+            p, m = chunk[(app, "paced 1/s")], chunk[(app, "max (closed loop)")]
+            lines.append(
+                f"| {app} | {start // per_round + 1} "
+                f"| {p['cpu_us_per_delivery'] / base_p['cpu_us_per_delivery']:.2f}x "
+                f"| {p['p99_ms']:.1f} / {base_p['p99_ms']:.1f} ms "
+                f"| {m['deliveries_per_s'] / max(base_m['deliveries_per_s'], 1):.2f}x |")
+    return "\n".join(lines)
+
+
+def add_before(rev: str) -> None:
+    """Adds the chat app of git revision ``rev`` as a third app (copied into a temporary
+    package), so a change is measured beside what it replaces, in the same run."""
+    import subprocess
+    import tempfile
+
+    root = HERE.parent.parent
+    pkg = Path(tempfile.mkdtemp(prefix="chat-before-")) / "chat_before"
+    (pkg / "static").mkdir(parents=True)
+    for name in ("app.py", "static/index.html"):
+        text = subprocess.run(["git", "show", f"{rev}:examples/websocket_chat/{name}"], cwd=root,
+                              check=True, capture_output=True).stdout
+        (pkg / name).write_bytes(text)
+    (pkg / "__init__.py").write_text("")
+    APPS[f"hornbeam before ({rev})"] = ("chat_before.app:application", ["--app-dir", str(pkg.parent)])
 
 
 def medians(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -251,7 +298,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="run the apps in turn this many times; the summary takes medians")
     parser.add_argument("--json", type=Path, help="also write the rows of every round to this file")
+    parser.add_argument("--before", metavar="REV",
+                        help="also run examples/websocket_chat as of git revision REV")
     args = parser.parse_args()
+    if args.before:
+        add_before(args.before)
     if args.quick:
         args.paced, args.max = 5, 4.0
 
@@ -270,6 +321,9 @@ def main() -> None:
     rows = asyncio.run(everything())
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+    print("Against the Zenith way, same round:\n")
+    print(ratios(rows))
+    print()
     if args.rounds > 1:
         print(f"Every round ({args.rounds}):\n")
         print(table(rows))
