@@ -114,6 +114,12 @@ def test_numpy_results_round_trip_with_dtype_and_shape():
     assert nested["n"] == [1, (2, 3)]
 
 
+def test_numpy_scalars_come_back_as_python_numbers():
+    np = need_numpy()
+    cached_inference(lambda x: {"score": np.float32(0.5), "n": np.int64(3)}, "scalars")
+    assert cached_inference(lambda x: None, "scalars") == {"score": 0.5, "n": 3}
+
+
 def test_ttl_lets_entries_expire():
     cached_inference(lambda x: 1, "t", ttl=30)
     ttl = hb.state_ttl(cache_key_for("t"))

@@ -18,9 +18,10 @@ dtype, shape and bytes) when numpy is installed. Any other input needs an explic
 
 Results are stored as storable values. A numpy array is stored as
 ``{"__ndarray__": 1, "dtype": str, "shape": [...], "data": bytes}`` (C order) and comes back as an
-array of the same dtype and shape, also inside lists and dicts (a result that holds arrays is kept
-as ``{"__hornbeam_ml__": 1, "v": value}``; any other result is kept as it is); an object with ``tolist()`` (such
-as a tensor) is stored as that list; tuples come back as lists. A result of ``None`` is not cached.
+array of the same dtype and shape, also inside lists and dicts; a numpy scalar comes back as the
+Python number it holds. A result that holds arrays is kept as ``{"__hornbeam_ml__": 1, "v": value}``,
+any other result as it is. An object with ``tolist()`` (such as a tensor) is stored as that list;
+tuples come back as lists. A result of ``None`` is not cached.
 Statistics are the counters ``ml_cache_hits`` and ``ml_cache_misses``, as in Hornbeam.
 """
 
@@ -102,7 +103,9 @@ def cache_key_for(input_data: Any, cache_prefix: str = "ml") -> str:
 
 def _to_store(x: Any) -> Any:
     np = _numpy()
-    if np is not None and isinstance(x, (np.ndarray, np.generic)):
+    if np is not None and isinstance(x, np.generic):
+        return _to_store(x.item())  # a numpy scalar comes back as the Python number
+    if np is not None and isinstance(x, np.ndarray):
         a = np.ascontiguousarray(x)
         if a.dtype.hasobject:
             return _to_store(a.tolist())
