@@ -188,6 +188,26 @@ def test_closing_a_remote_stream_stops_the_producer(start, backend_url):
     assert out == [[0, 1, 2], True, True]
 
 
+def test_a_stream_whose_reader_dies_is_closed_on_the_producer_side(start, backend_url):
+    start("svc.orphan")
+    proc = client(backend_url, """
+        it = h.stream("svc.orphan", "count", 100000, key="orphan")
+        first = [next(it) for _ in range(3)]
+        os._exit(0)  # dies without closing the stream (no atexit, its node key expires)
+    """, HORNBEAM_CALL_TIMEOUT_MS="600000")  # the producer's own stall limit is far away
+    proc.communicate(timeout=120)
+    proc.stdout.close()
+    proc.stderr.close()
+    out = run(backend_url, """
+        for _ in range(600):  # bounded: until the producer noticed its reader is gone
+            if h.state_get("orphan:closed"):
+                break
+            time.sleep(0.05)
+        out = [h.state_get("orphan:closed"), h.state_get("orphan") < 100000]
+    """)
+    assert out == [True, True]
+
+
 def test_stream_async_across_processes(start, backend_url):
     start("svc.astream")
     out = run(backend_url, """
