@@ -109,10 +109,16 @@ def env_for(url: str, **extra: str) -> dict[str, str]:
 class Node:
     """A server process: `name`, `proc`, `kill()`, `stop()`, `readline()`."""
 
-    def __init__(self, url: str, apps: list[str], **extra: str) -> None:
+    def __init__(self, url: str, apps: list[str], wait: bool = True, **extra: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "hook_nodes.py"), *apps],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env_for(url, **extra))
+        self.name = ""
+        if wait:
+            self.ready()
+
+    def ready(self) -> None:
+        """Waits for the READY line (the node has registered its hooks)."""
         line = self.readline()
         if not line.startswith("READY "):
             self.kill()

@@ -30,8 +30,8 @@ def backend_url(request, tmp_path_factory) -> Iterator[str]:
 def start(backend_url: str) -> Iterator[Callable[..., Node]]:
     started: list[Node] = []
 
-    def go(*apps: str, **env: str) -> Node:
-        n = Node(backend_url, list(apps), **env)
+    def go(*apps: str, wait: bool = True, **env: str) -> Node:
+        n = Node(backend_url, list(apps), wait=wait, **env)
         started.append(n)
         return n
 

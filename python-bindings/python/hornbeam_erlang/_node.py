@@ -115,9 +115,9 @@ class Runtime:
 
     def __init__(self) -> None:
         self.pid = os.getpid()
+        self.started = time.time()
         self.name = self._claim(_default_name())
         self.qname = q(self.name)
-        self.started = time.time()
         self.pool = _Pool(HOOK_THREADS)
         self.lock = threading.Lock()
         self.ids = itertools.count(1)
@@ -142,10 +142,12 @@ class Runtime:
     def _claim(self, name: str) -> str:
         """`name`, or `name-<pid>` when another live process holds it (several workers started
         with one HORNBEAM_NODE)."""
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        me = self.info()
+        # Atomic, so two workers starting at once cannot both take the name.
+        if _native.state_set_if_absent(node_key(name), me, NODE_TTL):
+            return name
         held = _native.state_get(node_key(name))
-        if held is None or (isinstance(held, dict) and held.get("pid") == me["pid"]
-                            and held.get("host") == me["host"]):
+        if isinstance(held, dict) and held.get("pid") == me["pid"] and held.get("host") == me["host"]:
             return name
         renamed = f"{name}-{os.getpid()}"
         _log.warning("hornbeam_erlang: node name %r is taken by a live process; this one is %r",
