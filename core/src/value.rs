@@ -75,9 +75,10 @@ impl Value {
     }
 
     /// Size of the value's encoding in bytes.
+    #[inline]
     pub fn encoded_len(&self) -> usize {
         match self {
-            Value::Int(i) => encode_int(*i).len(),
+            Value::Int(i) => int_len(*i),
             Value::Bytes(b) => b.len(),
         }
     }
@@ -106,6 +107,7 @@ impl From<i64> for Value {
 }
 
 /// The shortest MessagePack encoding of an integer (at most 9 bytes).
+#[inline]
 pub fn encode_int(i: i64) -> smallbuf::SmallBuf {
     let mut b = smallbuf::SmallBuf::default();
     if i >= 0 {
@@ -139,6 +141,18 @@ pub fn encode_int(i: i64) -> smallbuf::SmallBuf {
         b.push(&i.to_be_bytes());
     }
     b
+}
+
+/// Length of [`encode_int`]'s output, without encoding (counters ask for it on every `incr`).
+#[inline]
+pub fn int_len(i: i64) -> usize {
+    match i {
+        -32..=127 => 1,
+        -128..=255 => 2,
+        -32_768..=65_535 => 3,
+        -2_147_483_648..=4_294_967_295 => 5,
+        _ => 9,
+    }
 }
 
 /// Decodes `bytes` when it is exactly one MessagePack integer in `i64` range.
@@ -256,6 +270,7 @@ pub mod smallbuf {
     }
 
     impl SmallBuf {
+        #[inline]
         pub(crate) fn push(&mut self, bytes: &[u8]) {
             let start = self.len as usize;
             self.buf[start..start + bytes.len()].copy_from_slice(bytes);
@@ -265,6 +280,7 @@ pub mod smallbuf {
 
     impl std::ops::Deref for SmallBuf {
         type Target = [u8];
+        #[inline]
         fn deref(&self) -> &[u8] {
             &self.buf[..self.len as usize]
         }
@@ -274,6 +290,34 @@ pub mod smallbuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn int_len_matches_the_encoding() {
+        for i in [
+            i64::MIN,
+            -2_147_483_649,
+            -2_147_483_648,
+            -32_769,
+            -32_768,
+            -129,
+            -128,
+            -33,
+            -32,
+            -1,
+            0,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            4_294_967_295,
+            4_294_967_296,
+            i64::MAX,
+        ] {
+            assert_eq!(int_len(i), encode_int(i).len(), "{i}");
+        }
+    }
 
     #[test]
     fn int_roundtrip_all_widths() {

@@ -19,16 +19,44 @@ impl Handle for HbEngine {}
 /// Bytes owned by the library (a stored value, a string). Read with `hb_bytes_data` and
 /// `hb_bytes_len`; the data is followed by a NUL byte (not counted in the length), so text can be
 /// used as a C string. Freed by `hb_bytes_free`. Immutable, so safe to read from any thread.
-pub struct HbBytes(pub(crate) Box<[u8]>);
+pub struct HbBytes(Buf);
+
+/// The bytes and their NUL: inside the handle's own allocation when short (one `malloc` per
+/// value for the keys, counters and short strings most calls read), on the heap otherwise.
+enum Buf {
+    Inline { len: u8, data: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+/// Bytes (NUL included) held in the handle itself; the handle is then 48 bytes.
+const INLINE: usize = 46;
 
 impl Handle for HbBytes {}
 
 impl HbBytes {
+    #[inline]
     pub(crate) fn new(data: &[u8]) -> HbBytes {
+        if data.len() < INLINE {
+            let mut buf = [0u8; INLINE];
+            buf[..data.len()].copy_from_slice(data);
+            return HbBytes(Buf::Inline {
+                len: data.len() as u8,
+                data: buf,
+            });
+        }
         let mut v = Vec::with_capacity(data.len() + 1);
         v.extend_from_slice(data);
         v.push(0);
-        HbBytes(v.into_boxed_slice())
+        HbBytes(Buf::Heap(v.into_boxed_slice()))
+    }
+
+    /// The bytes, without the trailing NUL.
+    #[inline]
+    fn data(&self) -> &[u8] {
+        match &self.0 {
+            Buf::Inline { len, data } => &data[..*len as usize],
+            Buf::Heap(b) => &b[..b.len() - 1],
+        }
     }
 }
 
@@ -117,7 +145,7 @@ pub unsafe extern "C" fn hb_engine_free(engine: *mut HbEngine) {
 pub unsafe extern "C" fn hb_bytes_data(bytes: *const HbBytes) -> *const u8 {
     // SAFETY: forwarded from this function's contract.
     match unsafe { bytes.as_ref() } {
-        Some(b) => b.0.as_ptr(),
+        Some(b) => b.data().as_ptr(),
         None => std::ptr::null(),
     }
 }
@@ -129,7 +157,7 @@ pub unsafe extern "C" fn hb_bytes_data(bytes: *const HbBytes) -> *const u8 {
 #[no_mangle]
 pub unsafe extern "C" fn hb_bytes_len(bytes: *const HbBytes) -> usize {
     // SAFETY: forwarded from this function's contract.
-    unsafe { bytes.as_ref() }.map_or(0, |b| b.0.len() - 1)
+    unsafe { bytes.as_ref() }.map_or(0, |b| b.data().len())
 }
 
 /// The bytes as a NUL-terminated C string (meaningful for text); NULL when `bytes` is NULL.

@@ -12,6 +12,7 @@ use crate::status::{fail, from_error, HbStatus};
 ///
 /// # Safety
 /// `engine` is NULL or a live handle; `key` is NULL or valid for reads of `key_len` bytes.
+#[inline]
 unsafe fn engine_key<'a>(
     engine: *const HbEngine,
     key: *const u8,
@@ -27,11 +28,29 @@ unsafe fn engine_key<'a>(
 }
 
 /// The value at `key`, or `HB_NOT_FOUND`.
+#[inline]
 fn found(e: &HbEngine, key: &str) -> Result<Value, HbStatus> {
-    e.0.store()
-        .get(key)
-        .map_err(from_error)?
-        .ok_or_else(|| fail(HbStatus::HB_NOT_FOUND, format!("key {key:?} not found")))
+    match e.0.store().get(key) {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(not_found(key)),
+        Err(err) => Err(from_error(err)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn not_found(key: &str) -> HbStatus {
+    fail(HbStatus::HB_NOT_FOUND, format!("key {key:?} not found"))
+}
+
+/// Lends the MessagePack bytes of a value to `f` (a counter encoded on the stack): a borrow,
+/// not the shared copy `Value::to_msgpack` makes (no reference-count round trip).
+#[inline]
+fn with_msgpack<R>(v: &Value, f: impl FnOnce(&[u8]) -> R) -> R {
+    match v {
+        Value::Int(i) => f(&hornbeam_core::value::encode_int(*i)),
+        Value::Bytes(b) => f(b),
+    }
 }
 
 fn ttl(ttl_ms: u64) -> Option<Duration> {
@@ -55,8 +74,9 @@ pub unsafe extern "C" fn hb_get(
         // SAFETY: forwarded from this function's contract.
         let (e, key) = unsafe { engine_key(engine, key, key_len) }?;
         let v = found(e, key)?;
+        let b = with_msgpack(&v, HbBytes::new);
         // SAFETY: checked non-NULL above.
-        unsafe { write_out(out, HbBytes::new(&v.to_msgpack()).into_raw(), "out") }
+        unsafe { write_out(out, b.into_raw(), "out") }
     })
 }
 
@@ -85,30 +105,26 @@ pub unsafe extern "C" fn hb_get_into(
         // SAFETY: forwarded from this function's contract.
         let (e, key) = unsafe { engine_key(engine, key, key_len) }?;
         let v = found(e, key)?;
-        let mut small = [0u8; 9];
-        let bytes: &[u8] = match &v {
-            Value::Int(i) => {
-                let enc = hornbeam_core::value::encode_int(*i);
-                small[..enc.len()].copy_from_slice(&enc);
-                &small[..enc.len()]
+        with_msgpack(&v, |bytes| {
+            // SAFETY: checked non-NULL above.
+            unsafe { value_len.write(bytes.len()) };
+            if bytes.len() > buf_len {
+                return Err(too_small(key, bytes.len(), buf_len));
             }
-            Value::Bytes(b) => b,
-        };
-        // SAFETY: checked non-NULL above.
-        unsafe { value_len.write(bytes.len()) };
-        if bytes.len() > buf_len {
-            return Err(fail(
-                HbStatus::HB_BUFFER_TOO_SMALL,
-                format!(
-                    "value of key {key:?} is {} bytes, the buffer {buf_len}",
-                    bytes.len()
-                ),
-            ));
-        }
-        // SAFETY: `buf` holds `buf_len` >= bytes.len() bytes per the contract (or both are 0).
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, bytes.len()) };
-        Ok(())
+            // SAFETY: `buf` holds `buf_len` >= bytes.len() bytes per the contract (or both are 0).
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, bytes.len()) };
+            Ok(())
+        })
     })
+}
+
+#[cold]
+#[inline(never)]
+fn too_small(key: &str, len: usize, buf_len: usize) -> HbStatus {
+    fail(
+        HbStatus::HB_BUFFER_TOO_SMALL,
+        format!("value of key {key:?} is {len} bytes, the buffer {buf_len}"),
+    )
 }
 
 /// Stores MessagePack bytes (`value`, `value_len`: one well-formed value) at `key`, expiring
