@@ -10,7 +10,10 @@ use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
 };
 
+use std::sync::Mutex;
+
 use hornbeam_core::value::{encode_int, MAX_DEPTH};
+use hornbeam_core::Value;
 
 /// Where in the value an error sat, innermost segment last.
 enum Seg {
@@ -76,6 +79,35 @@ pub(crate) fn encode(obj: &Bound<'_, PyAny>, root: &str) -> PyResult<Vec<u8>> {
     let mut out = Vec::with_capacity(64);
     write(obj, &mut out, 0).map_err(|e| e.into_pyerr(root))?;
     Ok(out)
+}
+
+thread_local! {
+    /// The encoder's scratch buffer, reused by every `encode_value` of the thread.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Scratch buffers larger than this are given back after use.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+/// Encodes a Python object as a stored value: into the thread's scratch buffer (no allocation
+/// but the value's own), and checked once: `write` only produces one well-formed value within
+/// `MAX_DEPTH` with UTF-8 strings, so core does not walk the bytes again
+/// ([`Value::from_encoded`]).
+pub(crate) fn encode_value(obj: &Bound<'_, PyAny>, root: &str) -> PyResult<Value> {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let done = write(obj, &mut buf, 0).map_err(|e| e.into_pyerr(root));
+            let value = done.map(|()| Value::from_encoded(&buf));
+            if buf.capacity() > SCRATCH_KEEP {
+                *buf = Vec::new();
+            }
+            value
+        }
+        // Re-entered (a finalizer run by the collector mid-encode stored something): use a
+        // buffer of its own.
+        Err(_) => encode(obj, root).map(|b| Value::from_encoded(&b)),
+    })
 }
 
 fn write_len(
@@ -197,7 +229,18 @@ fn write(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>, depth: usize) -> Result<(), 
 
 /// Decodes MessagePack bytes into Python objects. Errors are `ValueError`s.
 pub(crate) fn decode<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    let mut r = Reader { buf: bytes, pos: 0 };
+    // Only scalars need no key cache; anything else takes it for the whole value (one lock per
+    // decode). A decode that finds it taken (another thread, or a finalizer that decodes while
+    // this thread is mid-decode) goes without.
+    let mut keys = match bytes.first() {
+        Some(0x80..=0x9f | 0xdc..=0xdf) => KEYS.try_lock().ok(),
+        _ => None,
+    };
+    let mut r = Reader {
+        buf: bytes,
+        pos: 0,
+        keys: keys.as_deref_mut(),
+    };
     let obj = r.read(py, 0)?;
     if r.pos != bytes.len() {
         return Err(PyValueError::new_err(
@@ -207,16 +250,65 @@ pub(crate) fn decode<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, 
     Ok(obj)
 }
 
-struct Reader<'a> {
+/// The `str` objects of map keys decoded before (orjson's key cache): a dict read back many
+/// times has the same few keys, so each is made once, with its hash computed once, and shared.
+/// Direct-mapped by a hash of the key's bytes; a collision replaces the slot.
+struct KeyCache {
+    slots: Box<[KeySlot]>,
+}
+
+/// A key's UTF-8 bytes and its `str`.
+type KeySlot = Option<(Box<[u8]>, Py<PyString>)>;
+
+/// Slots of the key cache (a power of two).
+const KEY_SLOTS: usize = 1024;
+/// Longest key kept (longer keys are rarely repeated field names).
+const KEY_MAX: usize = 64;
+
+static KEYS: Mutex<Option<KeyCache>> = Mutex::new(None);
+
+/// The slot of a key: a multiplicative hash over its bytes, 8 at a time.
+fn key_slot(raw: &[u8]) -> usize {
+    let mut h = raw.len() as u64;
+    for chunk in raw.chunks(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(w))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
+    (h >> 16) as usize & (KEY_SLOTS - 1)
+}
+
+/// A `str` from UTF-8 bytes, validated once, by CPython's decoder (which also makes the object).
+fn new_str<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: `raw` is valid for `raw.len()` bytes; the call returns a new reference or NULL with
+    // an exception set.
+    unsafe {
+        let p = pyo3::ffi::PyUnicode_DecodeUTF8(
+            raw.as_ptr().cast(),
+            raw.len() as pyo3::ffi::Py_ssize_t,
+            std::ptr::null(),
+        );
+        if p.is_null() {
+            drop(PyErr::fetch(py));
+            return Err(bad("string is not valid UTF-8"));
+        }
+        Ok(Bound::from_owned_ptr(py, p))
+    }
+}
+
+struct Reader<'a, 'c> {
     buf: &'a [u8],
     pos: usize,
+    keys: Option<&'c mut Option<KeyCache>>,
 }
 
 fn bad(what: &str) -> PyErr {
     PyValueError::new_err(format!("invalid MessagePack: {what}"))
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Reader<'a, '_> {
     fn take(&mut self, n: usize) -> PyResult<&'a [u8]> {
         let end = self
             .pos
@@ -314,9 +406,44 @@ impl<'a> Reader<'a> {
     }
 
     fn str<'py>(&mut self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyAny>> {
+        new_str(py, self.take(n)?)
+    }
+
+    /// A map key: a short string comes from the key cache when it can.
+    fn key<'py>(&mut self, py: Python<'py>, depth: usize) -> PyResult<Bound<'py, PyAny>> {
+        let n = match self.buf.get(self.pos) {
+            Some(&b @ 0xa0..=0xbf) => (b & 0x1f) as usize,
+            Some(0xd9) => match self.buf.get(self.pos + 1) {
+                Some(&n) => n as usize,
+                None => return self.read(py, depth),
+            },
+            _ => return self.read(py, depth),
+        };
+        if self.keys.is_none() || n > KEY_MAX {
+            return self.read(py, depth);
+        }
+        let header = if self.buf[self.pos] == 0xd9 { 2 } else { 1 };
+        self.pos += header;
         let raw = self.take(n)?;
-        let s = std::str::from_utf8(raw).map_err(|_| bad("string is not valid UTF-8"))?;
-        Ok(PyString::new(py, s).into_any())
+        let Some(cache) = self.keys.as_deref_mut() else {
+            return new_str(py, raw);
+        };
+        let slots = &mut cache
+            .get_or_insert_with(|| KeyCache {
+                slots: (0..KEY_SLOTS).map(|_| None).collect(),
+            })
+            .slots;
+        let slot = &mut slots[key_slot(raw)];
+        if let Some((bytes, s)) = slot {
+            if **bytes == *raw {
+                return Ok(s.bind(py).clone().into_any());
+            }
+        }
+        let s = new_str(py, raw)?;
+        // Computed now and kept on the object, so every dict that takes this key skips hashing.
+        s.hash()?;
+        *slot = Some((raw.into(), s.downcast::<PyString>()?.clone().unbind()));
+        Ok(s)
     }
 
     fn array<'py>(
@@ -341,7 +468,7 @@ impl<'a> Reader<'a> {
         }
         let dict = PyDict::new(py);
         for _ in 0..n {
-            let mut k = self.read(py, depth + 1)?;
+            let mut k = self.key(py, depth + 1)?;
             if let Ok(list) = k.downcast::<PyList>() {
                 // Keys written by other languages may be arrays; a tuple is the hashable form.
                 k = PyTuple::new(py, list.iter())?.into_any();

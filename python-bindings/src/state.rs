@@ -13,7 +13,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 
 use hornbeam_core::{Engine, Ttl, Value};
 
-use crate::convert::{decode, encode};
+use crate::convert::{decode, encode, encode_value};
 use crate::errors::IntoPy;
 
 /// The process's default engine (opened from `HORNBEAM_URL` on first use).
@@ -70,9 +70,8 @@ pub(crate) fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py
 }
 
 /// A Python object as a stored value (errors name `value` and where the bad part sat).
-pub(crate) fn py_to_value(obj: &Bound<'_, PyAny>, key: &str) -> PyResult<Value> {
-    let bytes = encode(obj, "value")?;
-    Value::from_msgpack(&bytes, key).py()
+pub(crate) fn py_to_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    encode_value(obj, "value")
 }
 
 /// Returns the value of `key`, or None when it is missing.
@@ -96,7 +95,7 @@ fn state_set(
 ) -> PyResult<()> {
     let key = key_str(key, "key")?;
     let ttl = ttl_arg(ttl)?;
-    let value = py_to_value(value, key)?;
+    let value = py_to_value(value)?;
     call(py, |e| e.store().set(key, value, ttl))?.py()
 }
 
@@ -111,7 +110,7 @@ fn state_set_if_absent(
 ) -> PyResult<bool> {
     let key = key_str(key, "key")?;
     let ttl = ttl_arg(ttl)?;
-    let value = py_to_value(value, key)?;
+    let value = py_to_value(value)?;
     call(py, |e| e.store().set_if_absent(key, value, ttl))?.py()
 }
 
@@ -201,7 +200,7 @@ fn state_set_multi(py: Python<'_>, items: &Bound<'_, PyDict>, ttl: Option<f64>) 
     let mut batch = Vec::with_capacity(items.len());
     for (k, v) in items.iter() {
         let key = key_str(&k, "each key")?.to_owned();
-        let value = py_to_value(&v, &key)?;
+        let value = py_to_value(&v)?;
         batch.push((key, value));
     }
     let store = engine()?.store();

@@ -216,3 +216,24 @@ def test_eight_threads_incr_exactly():
     for t in threads:
         t.join(timeout=120)
     assert state_get("hits") == 8 * per_thread
+
+
+def test_repeated_dict_keys_read_back_exactly():
+    # Map keys come from a cache of str objects (1024 slots, keys up to 64 bytes): many distinct
+    # keys (so slots collide and are replaced), keys at and past the length limit, non-ASCII keys,
+    # str8-encoded keys and nested maps must all read back equal, every time.
+    keys = [f"field{i}" for i in range(3000)] + ["k" * 31, "k" * 32, "k" * 64, "k" * 65, "é✓" * 10, ""]
+    big = {k: i for i, k in enumerate(keys)}
+    for _ in range(3):
+        state_set("big", big)
+        got = state_get("big")
+        assert got == big
+        assert list(got) == keys
+    nested = {"a": {"a": {"a": [{"a": 1, "b": 2}, {"b": 3}]}}, "b": None}
+    state_set("nested", nested)
+    assert state_get("nested") == nested
+    assert state_get("nested") == nested
+    # A cached key is an ordinary, equal str: usable as a dict key and as a string.
+    state_set("one", {"field7": 0})
+    (key,) = state_get("one")
+    assert key == "field7" and hash(key) == hash("field7") and key.upper() == "FIELD7"
