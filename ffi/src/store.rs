@@ -12,7 +12,7 @@ use crate::status::{fail, from_error, HbStatus};
 ///
 /// # Safety
 /// `engine` is NULL or a live handle; `key` is NULL or valid for reads of `key_len` bytes.
-#[inline]
+#[inline(always)]
 unsafe fn engine_key<'a>(
     engine: *const HbEngine,
     key: *const u8,
@@ -28,7 +28,7 @@ unsafe fn engine_key<'a>(
 }
 
 /// The value at `key`, or `HB_NOT_FOUND`.
-#[inline]
+#[inline(always)]
 fn found(e: &HbEngine, key: &str) -> Result<Value, HbStatus> {
     match e.0.store().get(key) {
         Ok(Some(v)) => Ok(v),
@@ -112,10 +112,50 @@ pub unsafe extern "C" fn hb_get_into(
                 return Err(too_small(key, bytes.len(), buf_len));
             }
             // SAFETY: `buf` holds `buf_len` >= bytes.len() bytes per the contract (or both are 0).
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, bytes.len()) };
+            unsafe { copy_out(bytes, buf) };
             Ok(())
         })
     })
+}
+
+/// Copies `src` to `dst` without a call into `memcpy` for short values (most reads: counters,
+/// short strings): a few unaligned word moves from each end, overlapping when needed.
+///
+/// # Safety
+/// `dst` is valid for writes of `src.len()` bytes and does not overlap `src`.
+#[inline(always)]
+unsafe fn copy_out(src: &[u8], dst: *mut u8) {
+    let n = src.len();
+    let s = src.as_ptr();
+    // SAFETY: every read is within `src` (the offsets are below `n` and the widths fit) and every
+    // write within `dst[..n]` (the caller's contract); unaligned moves need no alignment.
+    unsafe {
+        match n {
+            0 => {}
+            1..=3 => {
+                dst.write(*s);
+                dst.add(n / 2).write(*s.add(n / 2));
+                dst.add(n - 1).write(*s.add(n - 1));
+            }
+            4..=7 => {
+                let (a, b) = (
+                    s.cast::<u32>().read_unaligned(),
+                    s.add(n - 4).cast::<u32>().read_unaligned(),
+                );
+                dst.cast::<u32>().write_unaligned(a);
+                dst.add(n - 4).cast::<u32>().write_unaligned(b);
+            }
+            8..=16 => {
+                let (a, b) = (
+                    s.cast::<u64>().read_unaligned(),
+                    s.add(n - 8).cast::<u64>().read_unaligned(),
+                );
+                dst.cast::<u64>().write_unaligned(a);
+                dst.add(n - 8).cast::<u64>().write_unaligned(b);
+            }
+            _ => std::ptr::copy_nonoverlapping(s, dst, n),
+        }
+    }
 }
 
 #[cold]
@@ -433,4 +473,21 @@ pub unsafe extern "C" fn hb_key_list_get(
 pub unsafe extern "C" fn hb_key_list_free(list: *mut HbKeyList) {
     // SAFETY: forwarded from this function's contract.
     unsafe { HbKeyList::free(list) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_out;
+
+    #[test]
+    fn copy_out_copies_every_length_and_nothing_past_it() {
+        let src: Vec<u8> = (1..=40).collect();
+        for n in 0..=src.len() {
+            let mut dst = [0u8; 48];
+            // SAFETY: `dst` holds 48 >= n bytes and is a separate array.
+            unsafe { copy_out(&src[..n], dst.as_mut_ptr()) };
+            assert_eq!(&dst[..n], &src[..n], "{n}");
+            assert!(dst[n..].iter().all(|&b| b == 0), "{n}");
+        }
+    }
 }
