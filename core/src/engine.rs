@@ -32,7 +32,7 @@ impl Engine {
     pub fn new(config: Config) -> Engine {
         let bus = Bus::new(&config);
         Engine {
-            store: Store::new(config),
+            store: Store::with_changes(config, bus.changes()),
             bus,
         }
     }

@@ -41,7 +41,7 @@ pub mod sync;
 mod valgrind;
 pub mod value;
 
-pub use bus::{Bus, Mailbox, Message, ReadySet, RecvError};
+pub use bus::{Bus, ChangeKind, Mailbox, Message, ReadySet, RecvError};
 pub use clock::{Clock, ManualClock};
 pub use config::{Config, Limits, MailboxConfig};
 pub use engine::Engine;

@@ -210,3 +210,35 @@ fn a_full_store_is_a_clear_error_and_stays_readable_and_deletable() {
     st.set("small", Value::Int(1), None).unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_watcher_in_another_process_sees_every_change_in_order() {
+    let dir = local_dir();
+    let d = dir.to_str().unwrap();
+    let mut watcher = Worker::start(&["watch", d, "room:", "5"]);
+    assert_eq!(watcher.line(), "ready");
+    let engine = open(&dir);
+    let st = engine.store();
+    st.set("room:a", Value::Int(1), None).unwrap();
+    st.set("elsewhere", Value::Int(9), None).unwrap();
+    assert_eq!(st.incr("room:a", 4).unwrap(), 5);
+    assert!(st.delete("room:a").unwrap());
+    st.set_many(
+        vec![("room:b", Value::Int(2)), ("room:c", Value::Int(3))],
+        None,
+    )
+    .unwrap();
+    let got: Vec<String> = (0..5).map(|_| watcher.line()).collect();
+    assert_eq!(
+        got,
+        [
+            "set room:a 1",
+            "incr room:a 5",
+            "delete room:a",
+            "set room:b 2",
+            "set room:c 3"
+        ]
+    );
+    watcher.wait_ok();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -54,6 +54,59 @@ impl StoreFlavor {
     }
 }
 
+/// What happened to a key, as a watch event reports it (see [`crate::Mailbox::watch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ChangeKind {
+    /// The key was set (`set`, `set_many`, `set_if_absent` that wrote); the event carries the
+    /// new value.
+    Set = 1,
+    /// The key was deleted (`delete` of a live key).
+    Delete = 2,
+    /// The counter changed (`incr`, `decr`); the event carries the new value.
+    Incr = 3,
+    /// The key's TTL ran out and the store reclaimed it.
+    Expire = 4,
+    /// The whole store was cleared; the event's key is empty.
+    Clear = 5,
+}
+
+impl ChangeKind {
+    /// The kind a stored byte names (0 and unknown bytes: none).
+    pub(crate) fn from_u8(b: u8) -> Option<ChangeKind> {
+        Some(match b {
+            1 => ChangeKind::Set,
+            2 => ChangeKind::Delete,
+            3 => ChangeKind::Incr,
+            4 => ChangeKind::Expire,
+            5 => ChangeKind::Clear,
+            _ => return None,
+        })
+    }
+
+    /// The operation's name: `"set"`, `"delete"`, `"incr"`, `"expire"` or `"clear"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeKind::Set => "set",
+            ChangeKind::Delete => "delete",
+            ChangeKind::Incr => "incr",
+            ChangeKind::Expire => "expire",
+            ChangeKind::Clear => "clear",
+        }
+    }
+}
+
+/// Where a store flavor reports its changes: the process's bus, which hands them to the mailboxes
+/// watching a prefix of the key. `watching` is one atomic load, so a write with nobody watching
+/// pays nothing more.
+pub(crate) trait Changes: Send + Sync {
+    /// Whether any mailbox of this process watches anything.
+    fn watching(&self) -> bool;
+    /// Reports a committed change: `value` is the new value's MessagePack (empty for deletes,
+    /// expiries and clears); for [`ChangeKind::Clear`] `key` is empty and every watcher gets it.
+    fn changed(&self, kind: ChangeKind, key: &str, value: &[u8]);
+}
+
 /// What a relay hands to the process's bus: the one way into it from a backend.
 pub(crate) trait Sink: Send + Sync {
     /// Queues a message another process published into the matching local mailboxes; returns
@@ -62,6 +115,8 @@ pub(crate) trait Sink: Send + Sync {
     /// Tells every subscribed mailbox that `missed` messages may have been lost here; returns how
     /// many mailboxes were told.
     fn note_gap(&self, missed: u64) -> usize;
+    /// Hands a store change made by any process to the local watchers.
+    fn changed(&self, kind: ChangeKind, key: &str, value: &[u8]);
 }
 
 /// A bus's link to the other processes on its backend (none when embedded).
@@ -78,6 +133,19 @@ impl Relay {
         match self {
             Relay::Local(r) => r.publish(topic, payload),
             Relay::Redis(r) => r.publish(topic, payload),
+        }
+    }
+
+    /// Says whether this process watches store changes (its first watch and after its last
+    /// unwatch): other processes then include change events in their writes. Redis: refused (not
+    /// built yet).
+    pub(crate) fn set_watching(&self, on: bool) -> Result<()> {
+        match self {
+            Relay::Local(r) => r.set_watching(on),
+            Relay::Redis(_) => Err(Error::InvalidArgument(String::from(
+                "watching store changes is not available on the Redis backend yet (embedded and \
+                 local:// have it)",
+            ))),
         }
     }
 

@@ -10,6 +10,7 @@
 //!
 //! Roles: `incr DIR KEY N`, `set DIR KEY TEXT`, `get DIR KEY`, `pub DIR TOPIC TEXT`,
 //! `sub DIR PATTERN COUNT` (prints `ready`, then one line per message, then exits),
+//! `watch DIR PREFIX COUNT` (prints `ready`, then `op key value` per change, then exits),
 //! `set_many_forever DIR` (writes batches of 10 keys with one value each until killed).
 
 use std::io::Write;
@@ -70,6 +71,28 @@ fn main() {
                         got += 1;
                     }
                     Err(RecvError::Lagged(n)) => writeln!(out, "lagged {n}").unwrap(),
+                    Err(e) => fail(&format!("receive: {e}")),
+                }
+                out.flush().unwrap();
+            }
+        }
+        "watch" => {
+            let mb = engine.bus().mailbox();
+            mb.watch(arg(2)).unwrap_or_else(|e| fail(&e.to_string()));
+            writeln!(out, "ready").unwrap();
+            out.flush().unwrap();
+            let count: usize = arg(3).parse().unwrap_or(0);
+            // Bounded: at most `count` events, each waited for at most 30 s.
+            for _ in 0..count {
+                match mb.recv_timeout(Some(Duration::from_secs(30))) {
+                    Ok(m) => {
+                        let op = m.change_kind().map_or("message", |k| k.name());
+                        let value = Value::from_msgpack(m.payload(), m.topic())
+                            .ok()
+                            .and_then(|v| v.as_int().map(|i| i.to_string()))
+                            .unwrap_or_default();
+                        writeln!(out, "{op} {} {value}", m.topic()).unwrap();
+                    }
                     Err(e) => fail(&format!("receive: {e}")),
                 }
                 out.flush().unwrap();

@@ -193,6 +193,8 @@ pub struct Mailbox {
     bus: Arc<BusInner>,
     /// The mailbox's topics and patterns (a set: subscribing costs the same at 1 or 100,000).
     subs: Mutex<HashSet<Box<str>>>,
+    /// The key prefixes it watches.
+    watched: Mutex<HashSet<Box<str>>>,
     /// Messages taken from the queue behind a lag notice, handed out by the next receives.
     held: HandOff<Message>,
 }
@@ -212,6 +214,7 @@ impl Mailbox {
             shared,
             bus,
             subs: Mutex::new(HashSet::new()),
+            watched: Mutex::new(HashSet::new()),
             held: HandOff::new(),
         }
     }
@@ -252,6 +255,76 @@ impl Mailbox {
         }
         self.bus.remove(pattern, self.shared.id);
         Ok(true)
+    }
+
+    /// Watches the store's keys starting with `prefix` (`""`: every key): from now on the mailbox
+    /// receives one event per committed change of such a key, in the order the store committed
+    /// them for each key: set, delete, incr/decr, expiry, clear (see [`Message::change_kind`]).
+    /// Events share the mailbox's bound and lag notices with its messages. Works on the embedded
+    /// engine and on `local://` (changes made by every process); on Redis it is refused for now.
+    /// Returns false when the prefix was already watched.
+    ///
+    /// ```
+    /// use hornbeam_core::{ChangeKind, Engine, Value};
+    /// let engine = Engine::new(Default::default());
+    /// let mb = engine.bus().mailbox();
+    /// mb.watch("room:lobby:").unwrap();
+    /// engine.store().set("room:lobby:user:1", Value::Int(7), None).unwrap();
+    /// let event = mb.try_recv().unwrap();
+    /// assert_eq!(event.change_kind(), Some(ChangeKind::Set));
+    /// assert_eq!((event.topic(), event.payload()), ("room:lobby:user:1", &[7u8][..]));
+    /// ```
+    pub fn watch(&self, prefix: &str) -> Result<bool> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        if prefix.len() > self.bus.limits.max_key_len {
+            return Err(Error::InvalidKey {
+                key: crate::error::shorten(prefix),
+                reason: format!(
+                    "prefix is {} bytes, over the key limit of {} bytes",
+                    prefix.len(),
+                    self.bus.limits.max_key_len
+                ),
+            });
+        }
+        BusInner::ensure_remote(&self.bus)?;
+        let mut watched = self.watched.lock();
+        if watched.contains(prefix) {
+            return Ok(false);
+        }
+        if watched.len() >= self.bus.limits.max_subscriptions_per_mailbox {
+            return Err(Error::TooManySubscriptions {
+                max: self.bus.limits.max_subscriptions_per_mailbox,
+            });
+        }
+        let was_watching = self.bus.watches.any();
+        if !was_watching {
+            self.bus.set_watching(true)?;
+        }
+        self.bus.watches.add(prefix, &self.shared);
+        watched.insert(prefix.into());
+        Ok(true)
+    }
+
+    /// Stops watching `prefix`. Returns false when it was not watched.
+    pub fn unwatch(&self, prefix: &str) -> Result<bool> {
+        let mut watched = self.watched.lock();
+        if !watched.remove(prefix) {
+            return Ok(false);
+        }
+        self.bus.watches.remove(prefix, self.shared.id);
+        if !self.bus.watches.any() {
+            self.bus.set_watching(false)?;
+        }
+        Ok(true)
+    }
+
+    /// The key prefixes this mailbox watches, sorted.
+    pub fn watches(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.watched.lock().iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
     }
 
     /// The topics and patterns this mailbox is subscribed to, sorted.
@@ -418,6 +491,15 @@ impl Mailbox {
         }
         let subs: Vec<Box<str>> = std::mem::take(&mut *self.subs.lock()).into_iter().collect();
         self.bus.remove_all(&subs, self.shared.id);
+        let watched = std::mem::take(&mut *self.watched.lock());
+        if !watched.is_empty() {
+            for prefix in &watched {
+                self.bus.watches.remove(prefix, self.shared.id);
+            }
+            if !self.bus.watches.any() {
+                let _ = self.bus.set_watching(false);
+            }
+        }
         // Discard what is queued (bounded by the capacity), then wake a blocked receiver.
         for _ in 0..=self.shared.tx.capacity().unwrap_or(0) {
             if self.shared.rx.try_recv().is_err() {

@@ -56,6 +56,7 @@ mod mailbox;
 mod notify;
 pub mod topic;
 mod trie;
+mod watch;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -63,7 +64,8 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::backend::{Relay, Sink};
+pub use crate::backend::ChangeKind;
+use crate::backend::{Changes, Relay, Sink};
 use crate::config::{Config, Limits, MailboxConfig};
 use crate::error::{shorten, Error, Result};
 use mailbox::Shared;
@@ -75,7 +77,9 @@ pub use mailbox::{Mailbox, ReadySet};
 pub struct Message {
     /// The topic's bytes followed by the payload's.
     data: Arc<[u8]>,
-    topic_len: usize,
+    topic_len: u32,
+    /// 0 for a published message, else a [`ChangeKind`] (a watch event).
+    kind: u8,
 }
 
 impl Message {
@@ -95,19 +99,37 @@ impl Message {
         };
         Message {
             data,
-            topic_len: topic.len(),
+            // Topics and keys are bounded far below 4 GiB by the limits.
+            topic_len: topic.len() as u32,
+            kind: 0,
         }
+    }
+
+    /// A watch event: `key` changed by `kind`, `value` the new value's MessagePack (empty for
+    /// deletes, expiries and clears).
+    pub(crate) fn change(kind: ChangeKind, key: &str, value: &[u8]) -> Message {
+        Message {
+            kind: kind as u8,
+            ..Message::new(key, value)
+        }
+    }
+
+    /// For a watch event (see [`Mailbox::watch`]): what happened to the key, which
+    /// [`Message::topic`] then names, with the new value as [`Message::payload`]
+    /// (MessagePack; empty for deletes, expiries and clears). `None` for a published message.
+    pub fn change_kind(&self) -> Option<ChangeKind> {
+        ChangeKind::from_u8(self.kind)
     }
 
     /// The topic it was published to.
     pub fn topic(&self) -> &str {
         // SAFETY: the first `topic_len` bytes were copied from a `&str` in `new` and never change.
-        unsafe { std::str::from_utf8_unchecked(&self.data[..self.topic_len]) }
+        unsafe { std::str::from_utf8_unchecked(&self.data[..self.topic_len as usize]) }
     }
 
     /// The payload bytes (MessagePack when published from Python).
     pub fn payload(&self) -> &[u8] {
-        &self.data[self.topic_len..]
+        &self.data[self.topic_len as usize..]
     }
 
     /// Whether two messages share the same allocation (one publish reaching two mailboxes).
@@ -156,11 +178,34 @@ pub(crate) struct BusInner {
     mailbox: MailboxConfig,
     /// Set when the bus spans processes (`local://`, Redis).
     relay: Option<Relay>,
+    /// Which mailboxes watch which key prefixes.
+    pub(crate) watches: watch::Watches,
+}
+
+impl Changes for BusInner {
+    #[inline]
+    fn watching(&self) -> bool {
+        self.watches.any()
+    }
+
+    fn changed(&self, kind: ChangeKind, key: &str, value: &[u8]) {
+        if !self.watches.any() {
+            return;
+        }
+        let msg = Message::change(kind, key, value);
+        self.watches.matching(key, kind == ChangeKind::Clear, |s| {
+            s.push(&msg);
+        });
+    }
 }
 
 impl Sink for BusInner {
     fn deliver(&self, topic: &str, payload: &[u8]) -> usize {
         self.deliver(&Message::new(topic, payload))
+    }
+
+    fn changed(&self, kind: ChangeKind, key: &str, value: &[u8]) {
+        Changes::changed(self, kind, key, value);
     }
 
     fn note_gap(&self, missed: u64) -> usize {
@@ -177,6 +222,14 @@ impl Sink for BusInner {
 }
 
 impl BusInner {
+    /// On a shared backend, tells the other processes whether this one watches store changes.
+    pub(crate) fn set_watching(&self, on: bool) -> Result<()> {
+        match &self.relay {
+            Some(r) => r.set_watching(on),
+            None => Ok(()),
+        }
+    }
+
     /// On a shared backend, makes sure the relay runs (and, the first time, that it joined).
     #[inline]
     pub(crate) fn ensure_remote(this: &Arc<BusInner>) -> Result<()> {
@@ -272,6 +325,7 @@ impl Bus {
                 limits: config.limits.clone(),
                 mailbox: config.mailbox,
                 relay: None,
+                watches: Default::default(),
             }),
         }
     }
@@ -286,6 +340,7 @@ impl Bus {
                 limits: config.limits.clone(),
                 mailbox: config.mailbox,
                 relay: Some(relay),
+                watches: Default::default(),
             }),
         }
     }
@@ -331,6 +386,11 @@ impl Bus {
             Some(Relay::Local(_)) => "local",
             Some(Relay::Redis(_)) => "redis",
         }
+    }
+
+    /// Where an embedded store reports its changes (this bus's watchers).
+    pub(crate) fn changes(&self) -> Arc<dyn Changes> {
+        self.inner.clone()
     }
 
     /// Number of subscriptions held by all mailboxes.

@@ -25,10 +25,11 @@
 //! **Errors:** limits are checked before any I/O; a backend that fails or times out gives
 //! [`Error::Backend`]; a full `local://` store gives [`Error::StoreFull`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::backend::Ttl;
-use crate::backend::{embedded::EmbeddedStore, StoreFlavor};
+use crate::backend::{embedded::EmbeddedStore, Changes, StoreFlavor};
 use crate::config::{Config, Limits};
 use crate::error::{shorten, Error, Result};
 use crate::value::Value;
@@ -57,10 +58,23 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// A new, empty embedded (in-process) store.
+    /// A new, empty embedded (in-process) store (with no bus: nobody can watch it; an
+    /// [`crate::Engine`]'s store reports its changes to the engine's bus).
     pub fn new(config: Config) -> Store {
         Store {
-            flavor: StoreFlavor::Embedded(EmbeddedStore::new(config.shards, config.clock)),
+            flavor: StoreFlavor::Embedded(EmbeddedStore::new(config.shards, config.clock, None)),
+            limits: config.limits,
+        }
+    }
+
+    /// An embedded store whose changes go to `changes` (the engine's bus).
+    pub(crate) fn with_changes(config: Config, changes: Arc<dyn Changes>) -> Store {
+        Store {
+            flavor: StoreFlavor::Embedded(EmbeddedStore::new(
+                config.shards,
+                config.clock,
+                Some(changes),
+            )),
             limits: config.limits,
         }
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::Ttl;
+use super::{ChangeKind, Changes, Ttl};
 use crate::clock::Clock;
 use crate::error::{shorten, Error, Result};
 use crate::value::Value;
@@ -41,6 +41,9 @@ struct Inner {
     shards: Box<[Padded]>,
     mask: u64,
     clock: Clock,
+    /// Where changes go (the engine's bus), reported under the key's shard lock so that the
+    /// events of one key are in commit order.
+    changes: Option<Arc<dyn Changes>>,
     reaper_started: AtomicBool,
     reaper: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Set when the store is dropped; the reaper waits on it between rounds.
@@ -69,8 +72,13 @@ pub(crate) struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// A new, empty store of `shards` shards (rounded up to a power of two).
-    pub(crate) fn new(shards: usize, clock: Clock) -> EmbeddedStore {
+    /// A new, empty store of `shards` shards (rounded up to a power of two), reporting its
+    /// changes to `changes` when given.
+    pub(crate) fn new(
+        shards: usize,
+        clock: Clock,
+        changes: Option<Arc<dyn Changes>>,
+    ) -> EmbeddedStore {
         let n = shards.clamp(1, 1 << 16).next_power_of_two();
         let shards = (0..n)
             .map(|_| Padded(RwLock::new(Shard::default())))
@@ -80,6 +88,7 @@ impl EmbeddedStore {
                 shards,
                 mask: (n - 1) as u64,
                 clock,
+                changes,
                 reaper_started: AtomicBool::new(false),
                 reaper: Mutex::new(None),
                 stop: Arc::new((Mutex::new(false), Condvar::new())),
@@ -91,6 +100,12 @@ impl EmbeddedStore {
     fn shard(&self, hash: u64) -> &RwLock<Shard> {
         // The high bits pick the shard; hashbrown uses the low and top-7 bits inside it.
         &self.inner.shards[((hash >> 40) & self.inner.mask) as usize].0
+    }
+
+    /// The change sink, when somebody watches (one atomic load when nobody does).
+    #[inline]
+    fn watched(&self) -> Option<&dyn Changes> {
+        self.inner.changes.as_deref().filter(|c| c.watching())
     }
 
     #[inline]
@@ -122,9 +137,11 @@ impl EmbeddedStore {
     pub(crate) fn set(&self, key: &str, value: Value, ttl: Option<Duration>) {
         let hash = hash_key(key);
         let expires_at = self.deadline(ttl);
-        self.shard(hash)
-            .write()
-            .upsert(hash, hash_key, key, value, expires_at);
+        let mut shard = self.shard(hash).write();
+        if let Some(c) = self.watched() {
+            report(c, ChangeKind::Set, key, &value);
+        }
+        shard.upsert(hash, hash_key, key, value, expires_at);
     }
 
     pub(crate) fn set_if_absent(&self, key: &str, value: Value, ttl: Option<Duration>) -> bool {
@@ -135,6 +152,9 @@ impl EmbeddedStore {
         if shard.find_live_mut(hash, key, now).is_some() {
             return false;
         }
+        if let Some(c) = self.watched() {
+            report(c, ChangeKind::Set, key, &value);
+        }
         shard.upsert(hash, hash_key, key, value, expires_at);
         true
     }
@@ -142,8 +162,14 @@ impl EmbeddedStore {
     pub(crate) fn delete(&self, key: &str) -> bool {
         let hash = hash_key(key);
         let now = self.now();
-        let removed = self.shard(hash).write().remove(hash, key);
-        removed.is_some_and(|e| e.is_live(|| now))
+        let mut shard = self.shard(hash).write();
+        let live = shard.remove(hash, key).is_some_and(|e| e.is_live(|| now));
+        if live {
+            if let Some(c) = self.watched() {
+                c.changed(ChangeKind::Delete, key, &[]);
+            }
+        }
+        live
     }
 
     #[inline]
@@ -163,9 +189,15 @@ impl EmbeddedStore {
                 e.value = Value::Int(new);
                 let new_len = e.value.encoded_len();
                 shard.value_bytes = shard.value_bytes + new_len - old_len;
+                if let Some(c) = self.watched() {
+                    report(c, ChangeKind::Incr, key, &Value::Int(new));
+                }
                 return Ok(new);
             }
             shard.remove(hash, key);
+        }
+        if let Some(c) = self.watched() {
+            report(c, ChangeKind::Incr, key, &Value::Int(delta));
         }
         shard.upsert(hash, hash_key, key, Value::Int(delta), 0);
         Ok(delta)
@@ -242,6 +274,9 @@ impl EmbeddedStore {
         for s in self.inner.shards.iter() {
             s.0.write().clear();
         }
+        if let Some(c) = self.watched() {
+            c.changed(ChangeKind::Clear, "", &[]);
+        }
     }
 
     pub(crate) fn reap_expired(&self) -> usize {
@@ -296,6 +331,14 @@ const REAP_INTERVAL: Duration = Duration::from_millis(100);
 /// Most keys one shard gives up per lock hold, so a mass expiry never stalls writers for long.
 const REAP_BUDGET: usize = 1024;
 
+/// Reports a change carrying a value (its MessagePack, on the stack for counters).
+fn report(c: &dyn Changes, kind: ChangeKind, key: &str, value: &Value) {
+    match value {
+        Value::Int(i) => c.changed(kind, key, &crate::value::encode_int(*i)),
+        Value::Bytes(b) => c.changed(kind, key, b),
+    }
+}
+
 fn reap(inner: &Inner) -> usize {
     let now = inner.clock.now_ms();
     let mut total = 0;
@@ -304,7 +347,13 @@ fn reap(inner: &Inner) -> usize {
             if s.0.read().next_deadline().is_none_or(|d| d > now) {
                 break;
             }
-            let n = s.0.write().reap(now, REAP_BUDGET);
+            // Expiry events are reported under the shard's lock, in order with the key's writes.
+            let watched = inner.changes.as_deref().filter(|c| c.watching());
+            let n = s.0.write().reap(now, REAP_BUDGET, &mut |key| {
+                if let Some(c) = watched {
+                    c.changed(ChangeKind::Expire, key, &[]);
+                }
+            });
             total += n;
             if n < REAP_BUDGET {
                 break;
@@ -322,7 +371,7 @@ mod tests {
     #[test]
     fn index_follows_deletes_and_expiry() {
         let clock = ManualClock::new();
-        let s = EmbeddedStore::new(64, Clock::Manual(clock.clone()));
+        let s = EmbeddedStore::new(64, Clock::Manual(clock.clone()), None);
         s.set("a", Value::Int(1), None);
         s.set("b", Value::Int(1), Some(Duration::from_secs(1)));
         assert!(s.delete("a"));

@@ -149,7 +149,12 @@ impl Shard {
     }
 
     /// Removes up to `budget` expired keys; returns how many it removed.
-    pub(crate) fn reap(&mut self, now: u64, budget: usize) -> usize {
+    pub(crate) fn reap(
+        &mut self,
+        now: u64,
+        budget: usize,
+        on_removed: &mut dyn FnMut(&str),
+    ) -> usize {
         let mut removed = 0;
         while removed < budget {
             let key = match self.expiries.first() {
@@ -157,6 +162,7 @@ impl Shard {
                 _ => break,
             };
             self.remove(super::hash_key(&key), &key);
+            on_removed(&key);
             removed += 1;
         }
         removed

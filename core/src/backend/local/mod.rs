@@ -59,7 +59,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
+use std::io::ErrorKind;
+use std::os::unix::net::UnixDatagram;
+
 use heed::types::Bytes;
+use heed::RwTxn;
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 use parking_lot::Mutex;
 
@@ -174,6 +178,8 @@ pub(crate) struct Shared {
     pub(crate) dbs: Dbs,
     pub(crate) settings: Settings,
     generation: u64,
+    /// The doorbell-ringing socket (unbound, non-blocking), made on first use.
+    ringer: Mutex<Option<UnixDatagram>>,
 }
 
 // SAFETY: `env` is written only by `after_fork_in_child`, which runs in a child right after
@@ -202,6 +208,134 @@ impl Shared {
             "local://{}: this engine was opened before fork(); open the engine again in the child",
             self.settings.dir.display()
         ))
+    }
+
+    /// The doorbell of process `node`.
+    pub(crate) fn bell_path(&self, node: u64) -> PathBuf {
+        self.settings
+            .dir
+            .join("bells")
+            .join(format!("{node:016x}.sock"))
+    }
+
+    /// Appends one entry to the bus log (in the caller's write transaction) and trims the oldest
+    /// entries past the log's bounds. `kind` 0 is a published message, else a [`ChangeKind`].
+    pub(crate) fn append(
+        &self,
+        wtxn: &mut RwTxn<'_>,
+        node: u64,
+        kind: u8,
+        topic: &str,
+        payload: &[u8],
+    ) -> heed::Result<()> {
+        let dbs = self.dbs;
+        let seq = dbs.log.last(wtxn)?.map_or(0, |(k, _)| be_u64(k)) + 1;
+        let e = log_entry(node, kind, topic, payload);
+        let mut bytes = dbs.meta.get(wtxn, LOG_BYTES_KEY)?.map_or(0, be_u64) + e.len() as u64;
+        dbs.log.put(wtxn, &seq.to_be_bytes(), &e)?;
+        let mut first = dbs.log.first(wtxn)?.map_or(seq, |(k, _)| be_u64(k));
+        // Bounded: each turn removes one entry older than `seq` (never the one just written).
+        while first < seq && (seq - first >= LOG_ENTRIES || bytes > LOG_BYTES) {
+            let key = first.to_be_bytes();
+            if let Some(old) = dbs.log.get(wtxn, &key)? {
+                bytes = bytes.saturating_sub(old.len() as u64);
+            }
+            dbs.log.delete(wtxn, &key)?;
+            first += 1;
+        }
+        dbs.meta.put(wtxn, LOG_BYTES_KEY, &bytes.to_be_bytes())
+    }
+
+    /// How many processes watch store changes (writers then log their changes).
+    pub(crate) fn watchers(&self, txn: &heed::RoTxn<'_>) -> heed::Result<u64> {
+        Ok(self.dbs.meta.get(txn, WATCHERS_KEY)?.map_or(0, be_u64))
+    }
+
+    /// The live members (node ids) other than `except`; only the watching ones with
+    /// `watching_only`.
+    pub(crate) fn members(
+        &self,
+        txn: &heed::RoTxn<'_>,
+        except: Option<u64>,
+        watching_only: bool,
+    ) -> heed::Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for item in self.dbs.members.iter(txn)? {
+            let (k, v) = item?;
+            let node = be_u64(k);
+            if Some(node) != except && (!watching_only || v.get(4) == Some(&1)) {
+                out.push(node);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rings each member's doorbell (a zero-byte datagram, never blocking: a full queue means a
+    /// wake-up is already pending); removes the members found dead. Returns how many were rung.
+    pub(crate) fn ring(&self, nodes: &[u64]) -> usize {
+        if nodes.is_empty() {
+            return 0;
+        }
+        let mut ringer = self.ringer.lock();
+        if ringer.is_none() {
+            let Ok(sock) = UnixDatagram::unbound() else {
+                return 0;
+            };
+            if sock.set_nonblocking(true).is_err() {
+                return 0;
+            }
+            *ringer = Some(sock);
+        }
+        let Some(sock) = ringer.as_ref() else {
+            return 0;
+        };
+        let mut rung = 0;
+        let mut dead = Vec::new();
+        for &node in nodes {
+            match sock.send_to(&[], self.bell_path(node)) {
+                Ok(_) => rung += 1,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => rung += 1,
+                Err(e)
+                    if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound) =>
+                {
+                    dead.push(node)
+                }
+                Err(_) => {}
+            }
+        }
+        drop(ringer);
+        if !dead.is_empty() {
+            self.remove_members(&dead);
+        }
+        rung
+    }
+
+    /// Removes members (dead, or leaving): their entries, their watch counts, their doorbells.
+    pub(crate) fn remove_members(&self, nodes: &[u64]) {
+        let Ok(env) = self.env() else { return };
+        let dbs = self.dbs;
+        if let Ok(mut wtxn) = env.write_txn() {
+            let mut unwatched = 0;
+            for node in nodes {
+                let key = node.to_be_bytes();
+                if let Ok(Some(v)) = dbs.members.get(&wtxn, &key) {
+                    if v.get(4) == Some(&1) {
+                        unwatched += 1;
+                    }
+                }
+                let _ = dbs.members.delete(&mut wtxn, &key);
+            }
+            if unwatched > 0 {
+                let n = self.watchers(&wtxn).unwrap_or(0).saturating_sub(unwatched);
+                let _ = dbs.meta.put(&mut wtxn, WATCHERS_KEY, &n.to_be_bytes());
+            }
+            let _ = wtxn.commit();
+        }
+        for &node in nodes {
+            let _ = std::fs::remove_file(self.bell_path(node));
+        }
+        // A process that died may have died inside a read transaction.
+        let _ = env.clear_stale_readers();
     }
 
     /// Maps an LMDB error to ours, naming the directory.
@@ -298,6 +432,7 @@ pub(crate) fn open(settings: &Settings) -> Result<Arc<Shared>> {
             ..settings.clone()
         },
         generation,
+        ringer: Mutex::new(None),
     });
     map.insert(key, Arc::downgrade(&shared));
     Ok(shared)
@@ -352,6 +487,65 @@ pub(crate) fn after_fork_in_child() {
     }
     drop(guard);
     *OPEN.lock() = None;
+}
+
+/// Most entries the bus log keeps.
+pub(crate) const LOG_ENTRIES: u64 = 65_536;
+/// Most bytes the bus log keeps (topics and payloads).
+pub(crate) const LOG_BYTES: u64 = 64 << 20;
+const LOG_BYTES_KEY: &[u8] = b"log_bytes";
+const WATCHERS_KEY: &[u8] = b"watchers";
+
+/// A big-endian u64 (a sequence number, a node id, a count); 0 for anything else.
+pub(crate) fn be_u64(b: &[u8]) -> u64 {
+    b.try_into().map_or(0, u64::from_be_bytes)
+}
+
+/// A log entry: node id, kind (0: message, else a change), topic (or key) length, topic, payload.
+pub(crate) fn log_entry(node: u64, kind: u8, topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(13 + topic.len() + payload.len());
+    out.extend_from_slice(&node.to_be_bytes());
+    out.push(kind);
+    out.extend_from_slice(&(topic.len() as u32).to_be_bytes());
+    out.extend_from_slice(topic.as_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Reads a log entry: (node, kind, topic, payload).
+pub(crate) fn open_log_entry(bytes: &[u8]) -> Option<(u64, u8, &str, &[u8])> {
+    let node = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let kind = *bytes.get(8)?;
+    let len = u32::from_be_bytes(bytes.get(9..13)?.try_into().ok()?) as usize;
+    let topic = std::str::from_utf8(bytes.get(13..13usize.checked_add(len)?)?).ok()?;
+    Some((node, kind, topic, &bytes[13 + len..]))
+}
+
+/// Records whether process `node` watches store changes (its member entry's flag and the
+/// directory's count of watching processes), in one transaction.
+pub(crate) fn set_member_watching(shared: &Shared, node: u64, on: bool) -> Result<()> {
+    let env = shared.env()?;
+    let h = |e| shared.error(e);
+    let dbs = shared.dbs;
+    let mut wtxn = env.write_txn().map_err(h)?;
+    let key = node.to_be_bytes();
+    let Some(mut member) = dbs.members.get(&wtxn, &key).map_err(h)?.map(<[u8]>::to_vec) else {
+        return Err(Error::Backend(String::from(
+            "local: this process has not joined the bus (subscribe or watch first)",
+        )));
+    };
+    let was = member.get(4) == Some(&1);
+    if was == on {
+        return Ok(());
+    }
+    member[4] = u8::from(on);
+    dbs.members.put(&mut wtxn, &key, &member).map_err(h)?;
+    let n = shared.watchers(&wtxn).map_err(h)?;
+    let n = if on { n + 1 } else { n.saturating_sub(1) };
+    dbs.meta
+        .put(&mut wtxn, WATCHERS_KEY, &n.to_be_bytes())
+        .map_err(h)?;
+    wtxn.commit().map_err(h)
 }
 
 /// Milliseconds since the Unix epoch: deadlines must mean the same in every process.

@@ -15,7 +15,7 @@
 //!
 //! # Bounds and lagging
 //!
-//! The log keeps at most [`LOG_ENTRIES`] entries and [`LOG_BYTES`] bytes; the oldest go first. A
+//! The log keeps at most [`super::LOG_ENTRIES`] entries and [`super::LOG_BYTES`] bytes; the oldest go first. A
 //! process whose cursor fell behind the oldest entry (it was stopped, or far too slow) gives every
 //! subscribed mailbox a lag notice of the number of entries it missed, and carries on.
 //!
@@ -26,7 +26,6 @@
 //! stale reader slots. A publish that was killed before its commit never happened; after it, it
 //! is in the log for everyone (the doorbells only wake readers early).
 
-use std::io::ErrorKind;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,46 +34,18 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::Shared;
-use crate::backend::{new_node_id, Sink};
+use super::{be_u64, open_log_entry, set_member_watching, Shared};
+use crate::backend::{new_node_id, ChangeKind, Sink};
 use crate::error::{Error, Result};
 
 /// How often the relay thread wakes when no doorbell rings (to notice a dropped bus, and to read
 /// the log even if a wake-up was lost).
 pub(crate) const TICK: Duration = Duration::from_millis(250);
-/// Most entries the log keeps.
-pub(crate) const LOG_ENTRIES: u64 = 65_536;
-/// Most payload bytes the log keeps (topics and payloads).
-pub(crate) const LOG_BYTES: u64 = 64 << 20;
-
-const LOG_BYTES_KEY: &[u8] = b"log_bytes";
-
-fn entry(node: u64, topic: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + topic.len() + payload.len());
-    out.extend_from_slice(&node.to_be_bytes());
-    out.extend_from_slice(&(topic.len() as u32).to_be_bytes());
-    out.extend_from_slice(topic.as_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-fn open_entry(bytes: &[u8]) -> Option<(u64, &str, &[u8])> {
-    let node = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
-    let len = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
-    let topic = std::str::from_utf8(bytes.get(12..12usize.checked_add(len)?)?).ok()?;
-    Some((node, topic, &bytes[12 + len..]))
-}
-
-fn seq_of(k: &[u8]) -> u64 {
-    k.try_into().map_or(0, u64::from_be_bytes)
-}
 
 /// The local half of a bus opened on `local://`.
 pub(crate) struct LocalRelay {
     shared: Arc<Shared>,
     node: u64,
-    /// The doorbell-ringing socket (unbound, non-blocking), made on first publish.
-    ringer: Mutex<Option<UnixDatagram>>,
     /// Set once this process has joined (its thread runs).
     joined: Mutex<bool>,
     stop: Arc<AtomicU64>,
@@ -100,125 +71,36 @@ impl LocalRelay {
         LocalRelay {
             shared,
             node: new_node_id(),
-            ringer: Mutex::new(None),
             joined: Mutex::new(false),
             stop: Arc::new(AtomicU64::new(0)),
         }
-    }
-
-    fn bell_path(&self, node: u64) -> PathBuf {
-        self.shared
-            .settings
-            .dir
-            .join("bells")
-            .join(format!("{node:016x}.sock"))
     }
 
     /// Appends the message to the log and rings every other member; returns how many other
     /// processes were rung.
     pub(crate) fn publish(&self, topic: &str, payload: &[u8]) -> Result<usize> {
         let env = self.shared.env()?;
-        let dbs = self.shared.dbs;
         let h = |e| self.shared.error(e);
         let mut wtxn = env.write_txn().map_err(h)?;
-        let seq = dbs
-            .log
-            .last(&wtxn)
-            .map_err(h)?
-            .map_or(0, |(k, _)| seq_of(k))
-            + 1;
-        let e = entry(self.node, topic, payload);
-        let mut bytes = dbs
-            .meta
-            .get(&wtxn, LOG_BYTES_KEY)
-            .map_err(h)?
-            .map_or(0, seq_of)
-            + e.len() as u64;
-        dbs.log.put(&mut wtxn, &seq.to_be_bytes(), &e).map_err(h)?;
-        // Trim the oldest entries past the bounds (never the one just written).
-        let mut first = dbs
-            .log
-            .first(&wtxn)
-            .map_err(h)?
-            .map_or(seq, |(k, _)| seq_of(k));
-        // Bounded: each turn removes one entry older than `seq`.
-        while first < seq && (seq - first >= LOG_ENTRIES || bytes > LOG_BYTES) {
-            let key = first.to_be_bytes();
-            if let Some(old) = dbs.log.get(&wtxn, &key).map_err(h)? {
-                bytes = bytes.saturating_sub(old.len() as u64);
-            }
-            dbs.log.delete(&mut wtxn, &key).map_err(h)?;
-            first += 1;
-        }
-        dbs.meta
-            .put(&mut wtxn, LOG_BYTES_KEY, &bytes.to_be_bytes())
+        self.shared
+            .append(&mut wtxn, self.node, 0, topic, payload)
             .map_err(h)?;
-        let mut bells = Vec::new();
-        for item in dbs.members.iter(&wtxn).map_err(h)? {
-            let (k, _) = item.map_err(h)?;
-            let node = seq_of(k);
-            if node != self.node {
-                bells.push(node);
-            }
-        }
+        let bells = self
+            .shared
+            .members(&wtxn, Some(self.node), false)
+            .map_err(h)?;
         wtxn.commit().map_err(h)?;
-        Ok(self.ring(&bells))
+        Ok(self.shared.ring(&bells))
     }
 
-    /// Rings each member's doorbell; removes the members found dead. Returns how many were rung.
-    fn ring(&self, nodes: &[u64]) -> usize {
-        if nodes.is_empty() {
-            return 0;
+    /// Records whether this process watches store changes (it joins first if needed).
+    pub(crate) fn set_watching(&self, on: bool) -> Result<()> {
+        if !*self.joined.lock() {
+            return Err(Error::Backend(String::from(
+                "local: the relay must be started before watching",
+            )));
         }
-        let mut ringer = self.ringer.lock();
-        if ringer.is_none() {
-            let Ok(sock) = UnixDatagram::unbound() else {
-                return 0;
-            };
-            if sock.set_nonblocking(true).is_err() {
-                return 0;
-            }
-            *ringer = Some(sock);
-        }
-        let Some(sock) = ringer.as_ref() else {
-            return 0;
-        };
-        let mut rung = 0;
-        let mut dead = Vec::new();
-        for &node in nodes {
-            match sock.send_to(&[], self.bell_path(node)) {
-                Ok(_) => rung += 1,
-                // A full queue: a wake-up is already pending there.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => rung += 1,
-                Err(e)
-                    if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound) =>
-                {
-                    dead.push(node)
-                }
-                Err(_) => {}
-            }
-        }
-        drop(ringer);
-        if !dead.is_empty() {
-            self.remove_members(&dead);
-        }
-        rung
-    }
-
-    fn remove_members(&self, nodes: &[u64]) {
-        let Ok(env) = self.shared.env() else { return };
-        let dbs = self.shared.dbs;
-        if let Ok(mut wtxn) = env.write_txn() {
-            for node in nodes {
-                let _ = dbs.members.delete(&mut wtxn, &node.to_be_bytes());
-            }
-            let _ = wtxn.commit();
-        }
-        for &node in nodes {
-            let _ = std::fs::remove_file(self.bell_path(node));
-        }
-        // A process that died may have died inside a read transaction.
-        let _ = env.clear_stale_readers();
+        set_member_watching(&self.shared, self.node, on)
     }
 
     /// Joins (first subscription): binds the doorbell, records this process as a member with the
@@ -228,7 +110,7 @@ impl LocalRelay {
         if *joined {
             return Ok(());
         }
-        let path = self.bell_path(self.node);
+        let path = self.shared.bell_path(self.node);
         let _ = std::fs::remove_file(&path);
         let bell = UnixDatagram::bind(&path).map_err(|e| {
             Error::Backend(format!(
@@ -247,8 +129,10 @@ impl LocalRelay {
                 .log
                 .last(&wtxn)
                 .map_err(h)?
-                .map_or(0, |(k, _)| seq_of(k));
+                .map_or(0, |(k, _)| be_u64(k));
+            // pid, watching flag, doorbell path
             let mut member = std::process::id().to_be_bytes().to_vec();
+            member.push(0);
             member.extend_from_slice(path.as_os_str().as_encoded_bytes());
             dbs.members
                 .put(&mut wtxn, &self.node.to_be_bytes(), &member)
@@ -315,7 +199,7 @@ impl Reader {
         let dbs = self.shared.dbs;
         let h = |e| self.shared.error(e);
         let rtxn = env.read_txn().map_err(h)?;
-        let Some(first) = dbs.log.first(&rtxn).map_err(h)?.map(|(k, _)| seq_of(k)) else {
+        let Some(first) = dbs.log.first(&rtxn).map_err(h)?.map(|(k, _)| be_u64(k)) else {
             return Ok(());
         };
         if first > self.cursor + 1 {
@@ -329,39 +213,40 @@ impl Reader {
         );
         for item in dbs.log.range(&rtxn, &range).map_err(h)? {
             let (k, v) = item.map_err(h)?;
-            self.cursor = seq_of(k);
-            if let Some((node, topic, payload)) = open_entry(v) {
-                if node != self.node {
+            self.cursor = be_u64(k);
+            match open_log_entry(v) {
+                // This process's own messages were delivered locally by `publish`.
+                Some((node, 0, topic, payload)) if node != self.node => {
                     sink.deliver(topic, payload);
                 }
+                // Changes come only through the log, this process's own too: one order per key.
+                Some((_, kind, key, value)) => {
+                    if let Some(kind) = ChangeKind::from_u8(kind) {
+                        sink.changed(kind, key, value);
+                    }
+                }
+                None => {}
             }
         }
         Ok(())
     }
 
     fn leave(&self) {
-        if let Ok(env) = self.shared.env() {
-            if let Ok(mut wtxn) = env.write_txn() {
-                let _ = self
-                    .shared
-                    .dbs
-                    .members
-                    .delete(&mut wtxn, &self.node.to_be_bytes());
-                let _ = wtxn.commit();
-            }
-        }
+        self.shared.remove_members(&[self.node]);
         let _ = std::fs::remove_file(&self.path);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::{log_entry, open_log_entry};
 
     #[test]
     fn entries_round_trip() {
-        let e = entry(7, "room:a", b"\x01\x02");
-        assert_eq!(open_entry(&e), Some((7, "room:a", &b"\x01\x02"[..])));
-        assert_eq!(open_entry(&e[..10]), None);
+        let e = log_entry(7, 0, "room:a", b"\x01\x02");
+        assert_eq!(open_log_entry(&e), Some((7, 0, "room:a", &b"\x01\x02"[..])));
+        let e = log_entry(0, 3, "k", b"\x05");
+        assert_eq!(open_log_entry(&e), Some((0, 3, "k", &b"\x05"[..])));
+        assert_eq!(open_log_entry(&e[..10]), None);
     }
 }

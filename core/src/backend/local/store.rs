@@ -12,7 +12,7 @@ use std::time::Duration;
 use heed::RwTxn;
 
 use super::{unix_ms, Shared};
-use crate::backend::Ttl;
+use crate::backend::{ChangeKind, Ttl};
 use crate::error::{shorten, Error, Result};
 use crate::value::{decode_int, Value};
 
@@ -24,6 +24,22 @@ pub(crate) struct LocalStore {
     shared: Arc<Shared>,
     /// When a write last reaped (Unix ms), so writes reap at most every 100 ms.
     last_reap: AtomicU64,
+}
+
+/// The changes of one write transaction, kept only when some process watches: they go into the
+/// bus log in the same transaction (so every watcher sees them in commit order), and the
+/// watching processes are rung after the commit.
+struct Changes {
+    on: bool,
+    events: Vec<(ChangeKind, String, Vec<u8>)>,
+}
+
+impl Changes {
+    fn note(&mut self, kind: ChangeKind, key: &str, value: impl FnOnce() -> Vec<u8>) {
+        if self.on {
+            self.events.push((kind, key.to_owned(), value()));
+        }
+    }
 }
 
 /// A stored record: deadline (Unix ms, 0 = none) and the value's MessagePack.
@@ -91,16 +107,35 @@ impl LocalStore {
     }
 
     /// Runs `f` in one write transaction and commits it; an error (ours or LMDB's) aborts it.
-    fn write<T>(&self, f: impl FnOnce(&mut RwTxn<'_>, u64) -> Result<T>) -> Result<T> {
+    /// When some process watches, the changes `f` notes go into the bus log in the same
+    /// transaction, and the watching processes are rung after the commit.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut RwTxn<'_>, u64, &mut Changes) -> Result<T>,
+    ) -> Result<T> {
         let env = self.shared.env()?;
-        let mut wtxn = env.write_txn().map_err(|e| self.shared.error(e))?;
+        let mut wtxn = env.write_txn().map_err(self.h())?;
         let now = unix_ms();
-        let out = f(&mut wtxn, now)?;
+        let mut changes = Changes {
+            on: self.shared.watchers(&wtxn).map_err(self.h())? > 0,
+            events: Vec::new(),
+        };
+        let out = f(&mut wtxn, now, &mut changes)?;
         if now.saturating_sub(self.last_reap.load(Ordering::Relaxed)) >= 100 {
             self.last_reap.store(now, Ordering::Relaxed);
-            self.reap_in(&mut wtxn, now, REAP_BATCH)?;
+            self.reap_in(&mut wtxn, now, REAP_BATCH, &mut changes)?;
         }
-        wtxn.commit().map_err(|e| self.shared.error(e))?;
+        let mut bells = Vec::new();
+        if !changes.events.is_empty() {
+            for (kind, key, value) in &changes.events {
+                self.shared
+                    .append(&mut wtxn, 0, *kind as u8, key, value)
+                    .map_err(self.h())?;
+            }
+            bells = self.shared.members(&wtxn, None, true).map_err(self.h())?;
+        }
+        wtxn.commit().map_err(self.h())?;
+        self.shared.ring(&bells);
         Ok(out)
     }
 
@@ -173,7 +208,7 @@ impl LocalStore {
         ttl: Option<Duration>,
         only_if_absent: bool,
     ) -> Result<usize> {
-        self.write(|wtxn, now| {
+        self.write(|wtxn, now, changes| {
             let deadline = ttl.map_or(0, |t| ttl_deadline(now, t));
             let mut n = 0;
             for (key, value) in items {
@@ -181,7 +216,9 @@ impl LocalStore {
                 if only_if_absent && old.is_some() {
                     continue;
                 }
-                self.put(wtxn, key, old.as_deref(), &record(deadline, value))?;
+                let rec = record(deadline, value);
+                self.put(wtxn, key, old.as_deref(), &rec)?;
+                changes.note(ChangeKind::Set, key, || rec[8..].to_vec());
                 n += 1;
             }
             Ok(n)
@@ -189,10 +226,11 @@ impl LocalStore {
     }
 
     pub(crate) fn delete(&self, key: &str) -> Result<bool> {
-        self.write(|wtxn, now| {
+        self.write(|wtxn, now, changes| {
             let Some(old) = self.take_live(wtxn, key, now)? else {
                 return Ok(false);
             };
+            changes.note(ChangeKind::Delete, key, Vec::new);
             let dbs = self.shared.dbs;
             dbs.kv.delete(wtxn, key.as_bytes()).map_err(self.h())?;
             let d = deadline_of(&old);
@@ -204,7 +242,7 @@ impl LocalStore {
     }
 
     pub(crate) fn incr(&self, key: &str, delta: i64) -> Result<i64> {
-        self.write(|wtxn, now| {
+        self.write(|wtxn, now, changes| {
             let old = self.take_live(wtxn, key, now)?;
             let (deadline, new) = match &old {
                 None => (0, delta),
@@ -218,12 +256,9 @@ impl LocalStore {
                     (deadline_of(rec), new)
                 }
             };
-            self.put(
-                wtxn,
-                key,
-                old.as_deref(),
-                &record(deadline, &Value::Int(new)),
-            )?;
+            let rec = record(deadline, &Value::Int(new));
+            self.put(wtxn, key, old.as_deref(), &rec)?;
+            changes.note(ChangeKind::Incr, key, || rec[8..].to_vec());
             Ok(new)
         })
     }
@@ -256,7 +291,7 @@ impl LocalStore {
 
     /// Sets (`Some`) or removes (`None`) the TTL of a live key; returns whether it exists.
     pub(crate) fn expire(&self, key: &str, ttl: Option<Duration>) -> Result<bool> {
-        self.write(|wtxn, now| {
+        self.write(|wtxn, now, _| {
             let Some(old) = self.take_live(wtxn, key, now)? else {
                 return Ok(false);
             };
@@ -309,10 +344,11 @@ impl LocalStore {
     }
 
     pub(crate) fn clear(&self) -> Result<()> {
-        self.write(|wtxn, _| {
+        self.write(|wtxn, _, changes| {
             let dbs = self.shared.dbs;
             dbs.kv.clear(wtxn).map_err(self.h())?;
             dbs.exp.clear(wtxn).map_err(self.h())?;
+            changes.note(ChangeKind::Clear, "", Vec::new);
             Ok(())
         })
     }
@@ -322,7 +358,7 @@ impl LocalStore {
         let mut total = 0;
         // Bounded: each round removes up to a batch, and stops when a batch is not full.
         loop {
-            let n = self.write(|wtxn, now| self.reap_in(wtxn, now, 4096))?;
+            let n = self.write(|wtxn, now, changes| self.reap_in(wtxn, now, 4096, changes))?;
             total += n;
             if n < 4096 {
                 return Ok(total);
@@ -330,7 +366,13 @@ impl LocalStore {
         }
     }
 
-    fn reap_in(&self, wtxn: &mut RwTxn<'_>, now: u64, limit: usize) -> Result<usize> {
+    fn reap_in(
+        &self,
+        wtxn: &mut RwTxn<'_>,
+        now: u64,
+        limit: usize,
+        changes: &mut Changes,
+    ) -> Result<usize> {
         let dbs = self.shared.dbs;
         let mut due: Vec<Vec<u8>> = Vec::new();
         for item in dbs.exp.iter(wtxn).map_err(self.h())? {
@@ -351,6 +393,9 @@ impl LocalStore {
                 .is_some_and(|rec| deadline_of(rec) == deadline_of(k));
             if same {
                 dbs.kv.delete(wtxn, key).map_err(self.h())?;
+                if let Ok(key) = std::str::from_utf8(key) {
+                    changes.note(ChangeKind::Expire, key, Vec::new);
+                }
             }
         }
         Ok(due.len())
