@@ -27,15 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def per_call(fn: Callable[[], object], n: int, repeat: int) -> float:
-    """Best-of-`repeat` microseconds per call over `n` calls."""
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t) / n)
-    return best * 1e6
+from bench_state import per_call  # noqa: E402
 
 
 class Service:

@@ -8,6 +8,7 @@ import json
 import os
 
 import hornbeam_erlang as hb
+from hornbeam_channels.routing import lifespan
 
 IMPORTED_BY = os.getpid()
 hb.state_incr("preload:imports")
@@ -15,13 +16,8 @@ hb.state_incr("preload:imports")
 
 async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     body = json.dumps({
         "count": hb.state_incr("preload:hits"),
         "pid": os.getpid(),
