@@ -8,6 +8,7 @@ after the figures, so nothing in BENCHMARKS.md comes from anywhere but a committ
 
     python3 benches/write_benchmarks.py                 # every section (about an hour)
     python3 benches/write_benchmarks.py --only local    # re-run some sections, keep the others
+    python3 benches/write_benchmarks.py --notes         # only copy benches/notes/ in again
     python3 benches/write_benchmarks.py --list
 
 Measure on a quiet machine: nothing else building or testing (the load average is printed with
@@ -84,11 +85,25 @@ def run_section(slug: str, title: str, cmd: str) -> str:
     text = [f"<!-- bench:{slug} -->", f"## {title}", "",
             f"Command: `{cmd}`", "",
             f"Load average before: {before}; after: {load()}; {minutes:.1f} min; "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "", body, ""]
-    if notes.exists():
-        text += [notes.read_text().strip(), ""]
-    text.append(f"<!-- /bench:{slug} -->")
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; commit `{commit()}`.", "", body, ""]
+    text += [notes_block(slug), f"<!-- /bench:{slug} -->"]
     return "\n".join(text)
+
+
+def notes_block(slug: str) -> str:
+    """The section's notes from `benches/notes/<slug>.md`, between markers so they can be refreshed
+    (`--notes`) without measuring again."""
+    notes = NOTES / f"{slug}.md"
+    body = notes.read_text().strip() + "\n" if notes.exists() else ""
+    return f"<!-- notes:{slug} -->\n{body}<!-- /notes:{slug} -->\n"
+
+
+def refresh_notes(section: str, slug: str) -> str:
+    """A kept section with its notes replaced by the current notes file."""
+    pat = re.compile(rf"<!-- notes:{slug} -->.*?<!-- /notes:{slug} -->\n?", re.S)
+    if pat.search(section):
+        return pat.sub(lambda _: notes_block(slug), section)
+    return section.replace(f"<!-- /bench:{slug} -->", notes_block(slug) + f"<!-- /bench:{slug} -->")
 
 
 def commit() -> str:
@@ -103,6 +118,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", nargs="+", metavar="SLUG", help="re-run these sections only")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--notes", action="store_true",
+                    help="measure nothing: copy benches/notes/ into the kept sections")
     args = ap.parse_args()
     if args.list:
         for slug, title, cmd in SECTIONS:
@@ -115,10 +132,14 @@ def main() -> int:
     old = OUT.read_text() if OUT.exists() else ""
     kept = {m.group(1): m.group(0) for m in
             re.finditer(r"<!-- bench:([\w-]+) -->.*?<!-- /bench:\1 -->", old, re.S)}
-    parts = [HEADER + f"Commit `{commit()}`.\n"]
+    head = re.match(r"(?s).*?Commit `[^`]*`\.\n", old) if args.notes else None
+    parts = [head.group(0) if head else HEADER + f"Commit `{commit()}`.\n"]
     failed = False
     for slug, title, cmd in SECTIONS:
-        if args.only and slug not in args.only:
+        if args.notes or (args.only and slug not in args.only):
+            if slug in kept:
+                parts.append(refresh_notes(kept[slug], slug))
+                continue
             parts.append(kept.get(slug, f"<!-- bench:{slug} -->\n## {title}\n\nNot measured yet: "
                                         f"`python3 benches/write_benchmarks.py --only {slug}`.\n"
                                         f"<!-- /bench:{slug} -->"))
