@@ -137,11 +137,11 @@ bench-rust: ## Criterion benchmarks of core beside their baselines (printed, BEN
 	python3 benches/report.py
 
 bench-python: install redis-server ## The Python, fan-out and many-workers sections of BENCHMARKS.md, re-run
-	PY=$(PY) python3 benches/write_benchmarks.py --only python-per-call python-redis-per-call python-fanout redis-fanout local
+	PY=$(PY) python3 benches/write_benchmarks.py --only python-per-call python-redis-per-call python-fanout redis-fanout local watch
 
 CFLAGS_C := -Wall -Wextra -Werror -std=c11 -D_POSIX_C_SOURCE=200809L -g -Iinclude -Itests/c
 LIBDIR := $(abspath target/release)
-C_TESTS := test_store test_bus test_threads test_calls
+C_TESTS := test_store test_bus test_watch test_threads test_calls
 CTEST_DIR := target/ctest
 
 lib: ## Build libhornbeam (shared and static) in target/release

@@ -26,6 +26,38 @@
 #define HB_API_VERSION 2
 
 /**
+ * What a received message reports (see `hb_mailbox_watch`): `HB_CHANGE_NONE` for a published
+ * message or a lag notice, otherwise the change of the key `hb_message_topic` names. The values
+ * match the Rust core's `ChangeKind` and are never renumbered.
+ */
+typedef enum HbChangeKind {
+  /**
+   * Not a watch event: a published message, a lag notice (or a NULL message).
+   */
+  HB_CHANGE_NONE = 0,
+  /**
+   * The key was set; the payload is its new value.
+   */
+  HB_CHANGE_SET = 1,
+  /**
+   * The key was deleted; the payload is empty.
+   */
+  HB_CHANGE_DELETE = 2,
+  /**
+   * The counter changed (incr or decr); the payload is its new value (a MessagePack integer).
+   */
+  HB_CHANGE_INCR = 3,
+  /**
+   * The key's TTL ran out and the store reclaimed it; the payload is empty.
+   */
+  HB_CHANGE_EXPIRE = 4,
+  /**
+   * The whole store was cleared; the topic and the payload are empty.
+   */
+  HB_CHANGE_CLEAR = 5,
+} HbChangeKind;
+
+/**
  * The result of every fallible call. `HB_OK` is 0; the others are grouped by hundreds
  * (arguments 1xx, store 2xx, bus 3xx, backend 4xx, registered functions 5xx, internal 9xx) and
  * never renumbered.
@@ -149,7 +181,8 @@ typedef struct HbEngine HbEngine;
 typedef struct HbKeyList HbKeyList;
 
 /**
- * A mailbox: a bounded queue that the topics and patterns it subscribes to deliver into.
+ * A mailbox: a bounded queue that the topics and patterns it subscribes to deliver into, and
+ * the store changes of the key prefixes it watches (`hb_mailbox_watch`).
  * Underneath, a Rust `Mailbox`. Created by `hb_mailbox_new`, freed by `hb_mailbox_free` (which
  * also unsubscribes it). Thread-safe: any thread may subscribe, receive or close; each message is
  * received once.
@@ -157,8 +190,9 @@ typedef struct HbKeyList HbKeyList;
 typedef struct HbMailbox HbMailbox;
 
 /**
- * A received message, or a lag notice (`hb_message_lagged` > 0: that many messages were dropped
- * because the mailbox was full). Owned by the caller; freed by `hb_message_free`. Immutable, so
+ * A received message, a watch event (`hb_message_change_kind` is not `HB_CHANGE_NONE`), or a
+ * lag notice (`hb_message_lagged` > 0: that many messages were dropped because the mailbox was
+ * full). Owned by the caller; freed by `hb_message_free`. Immutable, so
  * safe to read from any thread.
  */
 typedef struct HbMessage HbMessage;
@@ -386,6 +420,37 @@ enum HbStatus hb_mailbox_unsubscribe(const struct HbMailbox *mailbox,
                                      uintptr_t topic_len);
 
 /**
+ * Watches the store's keys starting with `prefix` (UTF-8; an empty prefix, which may be NULL
+ * with `prefix_len` 0, watches every key). From then on the mailbox receives one message per
+ * committed change of such a key (set, delete, incr/decr, expiry, clear), in the order the store
+ * committed them for each key: `hb_message_change_kind` says which change, `hb_message_topic`
+ * names the key (empty for a clear) and `hb_message_payload` holds the new value's MessagePack
+ * (empty for a delete, an expiry or a clear). Changes share the mailbox's bound and lag notices
+ * with its messages. Watching a prefix already watched is fine. `HB_INVALID_KEY` when the prefix
+ * is longer than the key limit, `HB_TOO_MANY_SUBSCRIPTIONS` past the per-mailbox limit,
+ * `HB_CLOSED` after `hb_mailbox_close`; a backend without watches answers `HB_INVALID_ARGUMENT`
+ * (see `hb_last_error`). The prefix is copied.
+ *
+ * # Safety
+ * `mailbox` is a live handle; `prefix` is NULL (with `prefix_len` 0) or valid for `prefix_len`
+ * bytes.
+ */
+enum HbStatus hb_mailbox_watch(const struct HbMailbox *mailbox,
+                               const uint8_t *prefix,
+                               uintptr_t prefix_len);
+
+/**
+ * Stops watching a key prefix (not watched is fine). Changes already queued stay queued.
+ *
+ * # Safety
+ * `mailbox` is a live handle; `prefix` is NULL (with `prefix_len` 0) or valid for `prefix_len`
+ * bytes.
+ */
+enum HbStatus hb_mailbox_unwatch(const struct HbMailbox *mailbox,
+                                 const uint8_t *prefix,
+                                 uintptr_t prefix_len);
+
+/**
  * Takes the next message, waiting up to `timeout_ms` milliseconds (-1: forever). On success
  * writes a new message to `*out` (free it with `hb_message_free`); `HB_TIMEOUT` when none came,
  * `HB_CLOSED` after `hb_mailbox_close`.
@@ -418,8 +483,8 @@ enum HbStatus hb_mailbox_try_recv(const struct HbMailbox *mailbox, struct HbMess
 enum HbStatus hb_mailbox_fd(const struct HbMailbox *mailbox, int32_t *out);
 
 /**
- * Closes the mailbox: unsubscribes everything and wakes waiting receivers with `HB_CLOSED`.
- * The handle must still be freed with `hb_mailbox_free`.
+ * Closes the mailbox: unsubscribes and unwatches everything and wakes waiting receivers with
+ * `HB_CLOSED`. The handle must still be freed with `hb_mailbox_free`.
  *
  * # Safety
  * `mailbox` is a live handle.
@@ -436,7 +501,8 @@ void hb_mailbox_free(struct HbMailbox *mailbox);
 
 /**
  * Borrows the message's topic: writes a pointer to its UTF-8 bytes (not NUL-terminated;
- * valid until the message is freed) and its length. A lag notice has an empty topic.
+ * valid until the message is freed) and its length. For a watch event it is the key that
+ * changed (empty for a clear); a lag notice has an empty topic.
  *
  * # Safety
  * `message` is a live `HbMessage`; `topic` and `topic_len` are valid for one write each.
@@ -446,8 +512,9 @@ enum HbStatus hb_message_topic(const struct HbMessage *message,
                                uintptr_t *topic_len);
 
 /**
- * Borrows the message's payload (valid until the message is freed). A lag notice has an
- * empty payload.
+ * Borrows the message's payload (valid until the message is freed). For a watch event it is
+ * the key's new value as MessagePack (empty for a delete, an expiry or a clear); a lag notice
+ * has an empty payload.
  *
  * # Safety
  * `message` is a live `HbMessage`; `payload` and `payload_len` are valid for one write each.
@@ -463,6 +530,15 @@ enum HbStatus hb_message_payload(const struct HbMessage *message,
  * `message` is NULL or a live `HbMessage`.
  */
 uint64_t hb_message_lagged(const struct HbMessage *message);
+
+/**
+ * The change a watch event reports; `HB_CHANGE_NONE` for a published message, a lag notice or
+ * NULL. Never fails.
+ *
+ * # Safety
+ * `message` is NULL or a live `HbMessage`.
+ */
+enum HbChangeKind hb_message_change_kind(const struct HbMessage *message);
 
 /**
  * Frees a message. NULL does nothing.
@@ -785,6 +861,15 @@ enum HbStatus hb_ttl(const struct HbEngine *engine,
                      const uint8_t *key,
                      uintptr_t key_len,
                      int64_t *out);
+
+/**
+ * Removes every key of the store (on `local://` and Redis, the store every process shares).
+ * Every mailbox watching any prefix receives one `HB_CHANGE_CLEAR` event.
+ *
+ * # Safety
+ * `engine` is a live handle.
+ */
+enum HbStatus hb_clear(const struct HbEngine *engine);
 
 /**
  * The keys starting with `prefix` (all keys for an empty prefix), sorted. On success writes

@@ -205,7 +205,7 @@ def main() -> None:
     hb.register_hook("bench.local", svc)
     direct = per_call(lambda: svc.add(1, 2), n, 5)
     execute = per_call(lambda: hb.execute("bench.local", "add", 1, 2), n, 5)
-    print("## execute in one process (µs per call, best of 5)\n")
+    print("### execute in one process (µs per call, best of 5)\n")
     print("| call | µs | ratio |\n| --- | ---: | ---: |")
     print(f"| `svc.add(1, 2)` (direct) | {direct:.3f} | 1 |")
     print(f"| `execute('bench.local', 'add', 1, 2)` | {execute:.3f} | {execute / direct:.2f}x |\n")
@@ -223,7 +223,7 @@ def main() -> None:
         on_redis = json.loads(ml.stdout.readline())
         stop(ml)
 
-    print(f"## execute across two processes on Redis ({calls} sequential calls, µs)\n")
+    print(f"### execute across two processes on Redis ({calls} sequential calls, µs)\n")
     print("| request/reply | p50 | p99 | mean |\n| --- | ---: | ---: | ---: |")
     for name, lat in (("`execute` (hook in the other process)", cross["execute"]),
                       ("redis-py LPUSH + BRPOP (hand-written)", cross["redis-py"])):
@@ -237,7 +237,7 @@ def main() -> None:
     print(f"`execute` across two processes on local:// ({calls} sequential calls): p50 {pct(local, 0.5):.0f} µs, "
           f"p99 {pct(local, 0.99):.0f} µs, mean {statistics.mean(local) * 1e6:.0f} µs\n")
 
-    print("## cached_inference hit vs a 1 ms model (µs per call, best of 3)\n")
+    print("### cached_inference hit vs a 1 ms model (µs per call, best of 3)\n")
     print("| backend | hit | model call | ratio |\n| --- | ---: | ---: | ---: |")
     for name, f in (("embedded", embedded), ("Redis", on_redis)):
         print(f"| {name} | {f['hit']:.2f} | {f['model']:.0f} | {f['model'] / f['hit']:.0f}x |")

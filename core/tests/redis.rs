@@ -491,3 +491,125 @@ fn readable(fd: i32, timeout_ms: i32) -> bool {
     let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
     n == 1 && p.revents & libc::POLLIN != 0
 }
+
+/// The `hornbeam-local` tool as a separate process on `url` (a real second process).
+fn worker(args: &[&str]) -> (Child, std::io::BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hornbeam-local"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    (child, out)
+}
+
+fn line(r: &mut impl std::io::BufRead) -> String {
+    let mut s = String::new();
+    r.read_line(&mut s).unwrap();
+    s.trim_end().to_owned()
+}
+
+#[test]
+fn a_watcher_in_another_process_sees_every_change_in_commit_order() {
+    let (url, _) = url();
+    let (mut child, mut out) = worker(&["watch", &url, "room:", "6"]);
+    assert_eq!(line(&mut out), "ready");
+    let engine = open(&url);
+    let st = engine.store();
+    st.set("room:a", Value::Int(1), None).unwrap();
+    st.set("elsewhere", Value::Int(9), None).unwrap();
+    assert_eq!(st.incr("room:a", 4).unwrap(), 5);
+    assert!(st.delete("room:a").unwrap());
+    st.set_many(vec![("room:b", s("two")), ("room:c", Value::Int(3))], None)
+        .unwrap();
+    st.clear();
+    let got: Vec<String> = (0..6).map(|_| line(&mut out)).collect();
+    assert_eq!(
+        got,
+        [
+            "set room:a 1",
+            "incr room:a 5",
+            "delete room:a",
+            "set room:b two",
+            "set room:c 3",
+            "clear"
+        ]
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn writes_publish_change_events_only_while_someone_watches() {
+    let (url, prefix) = url();
+    let engine = open(&url);
+    let st = engine.store();
+    let mut con = raw();
+    let watchers = format!("{prefix}watchers");
+    // A raw subscriber on the bus channel sees what the writes publish.
+    let mut sub = raw();
+    let mut ps = sub.as_pubsub();
+    ps.subscribe(format!("{prefix}bus:0")).unwrap();
+    ps.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    st.set("k", Value::Int(1), None).unwrap();
+    assert!(
+        ps.get_message().is_err(),
+        "nobody watches: nothing published"
+    );
+
+    let mb = engine.bus().mailbox();
+    assert!(mb.watch("k").unwrap());
+    let n: usize = redis::cmd("ZCARD").arg(&watchers).query(&mut con).unwrap();
+    assert_eq!(n, 1, "this process is registered as a watcher");
+    st.set("k", Value::Int(2), None).unwrap();
+    let m = ps.get_message().expect("a change event");
+    assert!(m.get_payload_bytes().starts_with(b"HB\x021"), "{m:?}");
+    let ev = mb.recv_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!((ev.topic(), ev.payload()), ("k", &[2u8][..]));
+
+    assert!(mb.unwatch("k").unwrap());
+    let n: usize = redis::cmd("ZCARD").arg(&watchers).query(&mut con).unwrap();
+    assert_eq!(n, 0, "the last unwatch removes the registration");
+    st.set("k", Value::Int(3), None).unwrap();
+    assert!(
+        ps.get_message().is_err(),
+        "nobody watches again: nothing published"
+    );
+
+    // A registration that lapsed (a process that died without unwatching) costs nothing.
+    let _: () = redis::cmd("ZADD")
+        .arg(&watchers)
+        .arg(1)
+        .arg("dead")
+        .query(&mut con)
+        .unwrap();
+    st.set("k", Value::Int(4), None).unwrap();
+    assert!(
+        ps.get_message().is_err(),
+        "a lapsed registration: nothing published"
+    );
+}
+
+#[test]
+fn counters_past_two_to_the_53_keep_every_digit_in_values_and_events() {
+    let (url, _) = url();
+    let engine = open(&url);
+    let mb = engine.bus().mailbox();
+    mb.watch("big").unwrap();
+    let st = engine.store();
+    let near = i64::MAX - 1;
+    assert_eq!(st.incr("big", near).unwrap(), near);
+    assert_eq!(st.incr("big", 1).unwrap(), i64::MAX);
+    assert!(matches!(st.incr("big", 1), Err(Error::Overflow { .. })));
+    for want in [near, i64::MAX] {
+        let ev = mb.recv_timeout(Some(Duration::from_secs(10))).unwrap();
+        let got = Value::from_msgpack(ev.payload(), "big").unwrap().as_int();
+        assert_eq!(got, Some(want));
+    }
+    assert_eq!(
+        mb.try_recv().unwrap_err(),
+        RecvError::Empty,
+        "no event for the overflow"
+    );
+}

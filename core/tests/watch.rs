@@ -1,5 +1,5 @@
 //! Watches: every store operation produces its event, per-key order under concurrent writers,
-//! expiry, lag notices, unwatch; on every backend that has them (Redis refuses, saying so).
+//! expiry, lag notices, unwatch; on every backend (embedded, local://, Redis).
 
 mod common;
 
@@ -31,21 +31,6 @@ fn ev(kind: ChangeKind, key: &str, value: &str) -> (ChangeKind, String, String) 
     (kind, key.to_owned(), value.to_owned())
 }
 
-/// Redis refuses watches for now, with a clear error; true when the engine has them.
-fn has_watches(e: &Engine) -> bool {
-    if e.backend_name() != "redis" {
-        return true;
-    }
-    let err = e.bus().mailbox().watch("x").unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
-    assert!(
-        err.to_string()
-            .contains("not available on the Redis backend"),
-        "{err}"
-    );
-    false
-}
-
 fn s(v: &str) -> Value {
     Value::encode(v).unwrap()
 }
@@ -53,9 +38,6 @@ fn s(v: &str) -> Value {
 #[test]
 fn every_operation_produces_its_event_with_the_committed_value() {
     with_engine(|e, _| {
-        if !has_watches(e) {
-            return;
-        }
         let st = e.store();
         let mb = e.bus().mailbox_with(MailboxConfig {
             capacity: 64,
@@ -96,9 +78,6 @@ fn every_operation_produces_its_event_with_the_committed_value() {
 #[test]
 fn events_of_one_key_arrive_in_commit_order_under_concurrent_writers() {
     with_engine(|e, _| {
-        if !has_watches(e) {
-            return;
-        }
         let mb = e.bus().mailbox_with(MailboxConfig {
             capacity: 10_000,
             max_bytes: 1 << 24,
@@ -126,9 +105,6 @@ fn events_of_one_key_arrive_in_commit_order_under_concurrent_writers() {
 #[test]
 fn expiry_is_an_event() {
     with_engine(|e, _| {
-        if !has_watches(e) {
-            return;
-        }
         let mb = e.bus().mailbox();
         mb.watch("session:").unwrap();
         e.store()
@@ -154,11 +130,23 @@ fn expiry_is_an_event() {
 }
 
 #[test]
+fn expiry_events_come_without_anyone_reaping_or_writing() {
+    // Embedded: the reaper thread; local:// and Redis: the watching process's relay reaps about
+    // once a second. Nobody calls `reap_expired` and nothing else is written.
+    with_engine(|e, _| {
+        let mb = e.bus().mailbox();
+        mb.watch("ttl:").unwrap();
+        e.store()
+            .set("ttl:a", s("x"), Some(Duration::from_millis(20)))
+            .unwrap();
+        assert_eq!(next(&mb), ev(ChangeKind::Set, "ttl:a", "x"));
+        assert_eq!(next(&mb), ev(ChangeKind::Expire, "ttl:a", ""));
+    });
+}
+
+#[test]
 fn a_watcher_that_falls_behind_gets_a_lag_notice_never_unbounded_memory() {
     with_engine(|e, _| {
-        if !has_watches(e) {
-            return;
-        }
         let mb = e.bus().mailbox_with(MailboxConfig {
             capacity: 8,
             max_bytes: 1 << 20,

@@ -4,11 +4,16 @@ Run alone from the repository root::
 
     uvicorn examples.websocket_chat.app:application --host 127.0.0.1 --port 8000
 
-Users and the last `HISTORY_KEPT` messages of each room live in the store; messages, joins, leaves
-and typing notices go over the bus on topic ``chat:<room>``. Unlike the seed, a message reaches
-every user of the room as soon as it is published: each connection joins its room's group in the
-process's topic fan-out (`hornbeam_channels.fanout`), which holds one mailbox and one task per
-room and writes each message, encoded once by its publisher, to every connection's outbox.
+Users and the last `HISTORY_KEPT` messages of each room live in the store; messages and typing
+notices go over the bus on topic ``chat:<room>``. Unlike the seed, a message reaches every user of
+the room as soon as it is published: each connection joins its room's group in the process's topic
+fan-out (`hornbeam_channels.fanout`), which holds one mailbox and one task per room and writes
+each message, encoded once by its publisher, to every connection's outbox.
+
+The user list is driven by the store itself: `UserWatch` watches each room's user keys
+(``room:<room>:user:``) once per process and turns their changes into the ``user_joined`` and
+``user_left`` events, so the list every client keeps (the ``joined`` reply's ``users``, then those
+events) follows the store, whichever process (worker, script) wrote it, on every backend.
 
 Store keys (all of a user's are removed however the connection ends):
 
@@ -33,6 +38,7 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import parse_qs
 
+import hornbeam_erlang as hb
 from hornbeam_channels import Fanout, OriginGuard, Outbox, SlowConsumer, lag_notice
 from hornbeam_channels.asgi import Receive, Scope, Send
 from hornbeam_channels.outbox import CLOSE_TOO_SLOW
@@ -76,6 +82,145 @@ STATIC = Path(__file__).with_name("static")
 # member that fell behind so far that its room's mailbox dropped messages gets a lag notice.
 rooms = Fanout(on_lag=lag_notice(lambda n: json.dumps({"type": "lagged", "dropped": n})),
                name="chat rooms")
+
+
+class _RoomUsers:
+    """One room's users as this process last saw them, and its local connections."""
+
+    __slots__ = ("room_id", "prefix", "mailbox", "members", "users", "task")
+
+    def __init__(self, room_id: str, mailbox: hb.Mailbox) -> None:
+        self.room_id = room_id
+        self.prefix = user_prefix(room_id)
+        self.mailbox = mailbox
+        self.members: dict[Outbox, None] = {}  # insertion-ordered set
+        self.users = read_users(self.prefix)  # after the watch is in place: nothing falls between
+        self.task: Optional[asyncio.Task[None]] = None
+
+
+class UserWatch:
+    """The rooms' user lists, driven by a watch on their user keys: one mailbox and one task per
+    room and process (event loop), whatever the number of its connections.
+
+    A room's mailbox watches ``room:<room>:user:``; its task turns the changes into the protocol's
+    events, made once and written to every local connection of the room: a ``set`` of a key it did
+    not know is ``user_joined``, a ``delete`` or ``expire`` of a key it knew is ``user_left`` (with
+    the name it knew), a ``clear`` or a lag notice (the mailbox dropped changes) re-reads the
+    room's users and announces the difference. So the list is right in every worker on
+    ``local://`` and Redis, also for keys written by another process, and a process never
+    announces a user twice or one it never saw. A room's watch starts with its first connection
+    here (before that connection joins, so its own join is announced to it) and ends with its
+    last.
+    """
+
+    def __init__(self, *, capacity: Optional[int] = None) -> None:
+        self.capacity = capacity
+        self._rooms: dict[tuple[asyncio.AbstractEventLoop, str], _RoomUsers] = {}
+
+    def join(self, room_id: str, member: Outbox) -> None:
+        loop = asyncio.get_running_loop()
+        rk = (loop, room_id)
+        room = self._rooms.get(rk)
+        if room is None:
+            mailbox = hb.Mailbox(self.capacity)
+            mailbox.watch(user_prefix(room_id))
+            room = _RoomUsers(room_id, mailbox)
+            room.task = loop.create_task(self._run(room), name=f"chat users {room_id}")
+            self._rooms[rk] = room
+        room.members[member] = None
+
+    def leave(self, room_id: str, member: Outbox) -> None:
+        loop = asyncio.get_running_loop()
+        room = self._rooms.get((loop, room_id))
+        if room is None or room.members.pop(member, _MISSING) is _MISSING or room.members:
+            return
+        del self._rooms[(loop, room_id)]
+        room.mailbox.close()
+        task, room.task = room.task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def users(self, room_id: str) -> Optional[dict[str, dict[str, Any]]]:
+        """The users of ``room_id`` as this loop's watch knows them (None: no watch here)."""
+        room = self._rooms.get((asyncio.get_running_loop(), room_id))
+        return None if room is None else dict(room.users)
+
+    async def _run(self, room: _RoomUsers) -> None:
+        mailbox = room.mailbox
+        while True:
+            try:
+                first = await mailbox.recv()
+                batch = [first, *mailbox.drain()]
+            except hb.MailboxClosed:
+                return
+            dropped = sum(msg.lagged for msg in batch)
+            if dropped or any(msg.op == "clear" for msg in batch):
+                if dropped:
+                    log.warning("user list of room %r fell behind, %d changes dropped: re-reading",
+                                room.room_id, dropped)
+                frames = await self.reread(room)
+            else:
+                frames = self.apply(room, batch)
+            for text in frames:
+                for member in tuple(room.members):
+                    # False: that client is gone or dropped; its handler leaves the room.
+                    member.offer(text)
+
+    @staticmethod
+    def apply(room: _RoomUsers, batch: list[hb.Message]) -> list[str]:
+        """The frames a batch of changes (no lag notice, no clear) makes, in order; updates
+        ``room.users``."""
+        users = room.users
+        frames = []
+        for msg in batch:
+            key = msg.key
+            if msg.op == "set" and isinstance(msg.value, dict):
+                if key not in users:
+                    frames.append(user_event("user_joined", msg.value))
+                users[key] = msg.value
+            elif msg.op in ("delete", "expire") and key in users:
+                frames.append(user_event("user_left", users.pop(key)))
+        return frames
+
+    @staticmethod
+    async def reread(room: _RoomUsers) -> list[str]:
+        """After a lag notice or a clear: the room's users from the store, and the frames that
+        tell the difference. The read comes after the batch was taken, so the store holds every
+        change the batch carries (its events are skipped). While the store cannot be reached
+        (Redis restarting), it retries every second."""
+        while True:
+            try:
+                fresh = read_users(room.prefix)
+                break
+            except hb.BackendError as exc:
+                log.warning("user list of room %r: cannot read the store (%s), retrying",
+                            room.room_id, exc)
+                await asyncio.sleep(1.0)
+        old = room.users
+        frames = [user_event("user_left", u) for k, u in old.items() if k not in fresh]
+        frames += [user_event("user_joined", u) for k, u in fresh.items() if k not in old]
+        room.users = fresh
+        return frames
+
+
+_MISSING = object()
+
+
+def user_prefix(room_id: str) -> str:
+    return f"room:{room_id}:user:"
+
+
+def read_users(prefix: str) -> dict[str, dict[str, Any]]:
+    found = state_get_multi(state_keys(prefix))
+    return {key: user for key, user in found.items() if isinstance(user, dict)}
+
+
+def user_event(kind: str, user: dict[str, Any]) -> str:
+    return json.dumps({"type": kind, "data": {"user_id": user.get("user_id"),
+                                              "username": user.get("username")}})
+
+
+user_lists = UserWatch()
 
 
 def now_iso() -> str:
@@ -281,6 +426,8 @@ class Connection:
         self.room.add_user(self.user_id, username)
         # Set only once stored, so leave() undoes exactly what was done.
         self.username = username
+        # Read from the store: it holds this user already. Then the room's watch announces the
+        # join (user_joined, to this connection too) and every later change of the list.
         await self.send_json({
             "type": "joined",
             "user_id": self.user_id,
@@ -289,12 +436,11 @@ class Connection:
             "users": self.room.get_users(),
             "recent_messages": self.room.get_recent_messages(),
         })
-        publish_event(self.room.topic, "user_joined", {"user_id": self.user_id, "username": self.username})
 
     def leave(self) -> None:
         if self.username is not None:
+            # The room's watch, in every process, announces it (user_left).
             self.room.remove_user(self.user_id)
-            publish_event(self.room.topic, "user_left", {"user_id": self.user_id, "username": self.username})
             self.username = None
 
 
@@ -313,6 +459,7 @@ async def handle_websocket(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "websocket.accept"})
 
     rooms.join(room.topic, conn.outbox)
+    user_lists.join(room_id, conn.outbox)
     reading = asyncio.create_task(conn.read(receive))
     dropped = asyncio.create_task(conn.outbox.wait_ended())
     try:
@@ -340,6 +487,7 @@ async def handle_websocket(scope: Scope, receive: Receive, send: Send) -> None:
         # wait() rather than await: the tasks' CancelledError is not ours to raise.
         await asyncio.wait([reading, dropped])
         rooms.leave_all(conn.outbox)
+        user_lists.leave(room_id, conn.outbox)
         conn.outbox.cancel()
         conn.leave()
 

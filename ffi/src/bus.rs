@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use hornbeam_core::{Mailbox, Message, RecvError, Value};
+use hornbeam_core::{ChangeKind, Mailbox, Message, RecvError, Value};
 
 use crate::boundary::{bytes, guard, need_out, text, write_out, Handle};
 use crate::engine::HbEngine;
@@ -69,7 +69,8 @@ pub unsafe extern "C" fn hb_publish_str(
     })
 }
 
-/// A mailbox: a bounded queue that the topics and patterns it subscribes to deliver into.
+/// A mailbox: a bounded queue that the topics and patterns it subscribes to deliver into, and
+/// the store changes of the key prefixes it watches (`hb_mailbox_watch`).
 /// Underneath, a Rust `Mailbox`. Created by `hb_mailbox_new`, freed by `hb_mailbox_free` (which
 /// also unsubscribes it). Thread-safe: any thread may subscribe, receive or close; each message is
 /// received once.
@@ -95,8 +96,9 @@ unsafe fn mailbox_topic<'a>(
     }
 }
 
-/// A received message, or a lag notice (`hb_message_lagged` > 0: that many messages were dropped
-/// because the mailbox was full). Owned by the caller; freed by `hb_message_free`. Immutable, so
+/// A received message, a watch event (`hb_message_change_kind` is not `HB_CHANGE_NONE`), or a
+/// lag notice (`hb_message_lagged` > 0: that many messages were dropped because the mailbox was
+/// full). Owned by the caller; freed by `hb_message_free`. Immutable, so
 /// safe to read from any thread.
 pub struct HbMessage {
     msg: Option<Message>,
@@ -156,6 +158,69 @@ pub unsafe extern "C" fn hb_mailbox_unsubscribe(
         let (m, topic) = unsafe { mailbox_topic(mailbox, topic, topic_len) }?;
         m.0.unsubscribe(topic).map(drop).map_err(from_error)
     })
+}
+
+/// Watches the store's keys starting with `prefix` (UTF-8; an empty prefix, which may be NULL
+/// with `prefix_len` 0, watches every key). From then on the mailbox receives one message per
+/// committed change of such a key (set, delete, incr/decr, expiry, clear), in the order the store
+/// committed them for each key: `hb_message_change_kind` says which change, `hb_message_topic`
+/// names the key (empty for a clear) and `hb_message_payload` holds the new value's MessagePack
+/// (empty for a delete, an expiry or a clear). Changes share the mailbox's bound and lag notices
+/// with its messages. Watching a prefix already watched is fine. `HB_INVALID_KEY` when the prefix
+/// is longer than the key limit, `HB_TOO_MANY_SUBSCRIPTIONS` past the per-mailbox limit,
+/// `HB_CLOSED` after `hb_mailbox_close`; a backend without watches answers `HB_INVALID_ARGUMENT`
+/// (see `hb_last_error`). The prefix is copied.
+///
+/// # Safety
+/// `mailbox` is a live handle; `prefix` is NULL (with `prefix_len` 0) or valid for `prefix_len`
+/// bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hb_mailbox_watch(
+    mailbox: *const HbMailbox,
+    prefix: *const u8,
+    prefix_len: usize,
+) -> HbStatus {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let (m, prefix) = unsafe { mailbox_prefix(mailbox, prefix, prefix_len) }?;
+        m.0.watch(prefix).map(drop).map_err(from_error)
+    })
+}
+
+/// Stops watching a key prefix (not watched is fine). Changes already queued stay queued.
+///
+/// # Safety
+/// `mailbox` is a live handle; `prefix` is NULL (with `prefix_len` 0) or valid for `prefix_len`
+/// bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hb_mailbox_unwatch(
+    mailbox: *const HbMailbox,
+    prefix: *const u8,
+    prefix_len: usize,
+) -> HbStatus {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let (m, prefix) = unsafe { mailbox_prefix(mailbox, prefix, prefix_len) }?;
+        m.0.unwatch(prefix).map(drop).map_err(from_error)
+    })
+}
+
+/// Borrows the mailbox handle and the UTF-8 key prefix that watch and unwatch start with.
+///
+/// # Safety
+/// `mailbox` is NULL or a live handle; `prefix` is NULL or valid for reads of `prefix_len` bytes.
+unsafe fn mailbox_prefix<'a>(
+    mailbox: *const HbMailbox,
+    prefix: *const u8,
+    prefix_len: usize,
+) -> Result<(&'a HbMailbox, &'a str), HbStatus> {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        Ok((
+            HbMailbox::from_ptr(mailbox, "mailbox")?,
+            text(prefix, prefix_len, "prefix")?,
+        ))
+    }
 }
 
 fn deliver(r: Result<Message, RecvError>, out: *mut *mut HbMessage) -> Result<(), HbStatus> {
@@ -232,8 +297,8 @@ pub unsafe extern "C" fn hb_mailbox_fd(mailbox: *const HbMailbox, out: *mut i32)
     })
 }
 
-/// Closes the mailbox: unsubscribes everything and wakes waiting receivers with `HB_CLOSED`.
-/// The handle must still be freed with `hb_mailbox_free`.
+/// Closes the mailbox: unsubscribes and unwatches everything and wakes waiting receivers with
+/// `HB_CLOSED`. The handle must still be freed with `hb_mailbox_free`.
 ///
 /// # Safety
 /// `mailbox` is a live handle.
@@ -261,7 +326,8 @@ pub unsafe extern "C" fn hb_mailbox_free(mailbox: *mut HbMailbox) {
 }
 
 /// Borrows the message's topic: writes a pointer to its UTF-8 bytes (not NUL-terminated;
-/// valid until the message is freed) and its length. A lag notice has an empty topic.
+/// valid until the message is freed) and its length. For a watch event it is the key that
+/// changed (empty for a clear); a lag notice has an empty topic.
 ///
 /// # Safety
 /// `message` is a live `HbMessage`; `topic` and `topic_len` are valid for one write each.
@@ -285,8 +351,9 @@ pub unsafe extern "C" fn hb_message_topic(
     })
 }
 
-/// Borrows the message's payload (valid until the message is freed). A lag notice has an
-/// empty payload.
+/// Borrows the message's payload (valid until the message is freed). For a watch event it is
+/// the key's new value as MessagePack (empty for a delete, an expiry or a clear); a lag notice
+/// has an empty payload.
 ///
 /// # Safety
 /// `message` is a live `HbMessage`; `payload` and `payload_len` are valid for one write each.
@@ -318,6 +385,46 @@ pub unsafe extern "C" fn hb_message_payload(
 pub unsafe extern "C" fn hb_message_lagged(message: *const HbMessage) -> u64 {
     // SAFETY: forwarded from this function's contract.
     unsafe { message.as_ref() }.map_or(0, |m| m.lagged)
+}
+
+/// What a received message reports (see `hb_mailbox_watch`): `HB_CHANGE_NONE` for a published
+/// message or a lag notice, otherwise the change of the key `hb_message_topic` names. The values
+/// match the Rust core's `ChangeKind` and are never renumbered.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum HbChangeKind {
+    /// Not a watch event: a published message, a lag notice (or a NULL message).
+    HB_CHANGE_NONE = 0,
+    /// The key was set; the payload is its new value.
+    HB_CHANGE_SET = 1,
+    /// The key was deleted; the payload is empty.
+    HB_CHANGE_DELETE = 2,
+    /// The counter changed (incr or decr); the payload is its new value (a MessagePack integer).
+    HB_CHANGE_INCR = 3,
+    /// The key's TTL ran out and the store reclaimed it; the payload is empty.
+    HB_CHANGE_EXPIRE = 4,
+    /// The whole store was cleared; the topic and the payload are empty.
+    HB_CHANGE_CLEAR = 5,
+}
+
+/// The change a watch event reports; `HB_CHANGE_NONE` for a published message, a lag notice or
+/// NULL. Never fails.
+///
+/// # Safety
+/// `message` is NULL or a live `HbMessage`.
+#[no_mangle]
+pub unsafe extern "C" fn hb_message_change_kind(message: *const HbMessage) -> HbChangeKind {
+    // SAFETY: forwarded from this function's contract.
+    let kind = unsafe { message.as_ref() }.and_then(|m| m.msg.as_ref()?.change_kind());
+    match kind {
+        None => HbChangeKind::HB_CHANGE_NONE,
+        Some(ChangeKind::Set) => HbChangeKind::HB_CHANGE_SET,
+        Some(ChangeKind::Delete) => HbChangeKind::HB_CHANGE_DELETE,
+        Some(ChangeKind::Incr) => HbChangeKind::HB_CHANGE_INCR,
+        Some(ChangeKind::Expire) => HbChangeKind::HB_CHANGE_EXPIRE,
+        Some(ChangeKind::Clear) => HbChangeKind::HB_CHANGE_CLEAR,
+    }
 }
 
 /// Frees a message. NULL does nothing.

@@ -390,6 +390,20 @@ pub unsafe extern "C" fn hb_ttl(
     })
 }
 
+/// Removes every key of the store (on `local://` and Redis, the store every process shares).
+/// Every mailbox watching any prefix receives one `HB_CHANGE_CLEAR` event.
+///
+/// # Safety
+/// `engine` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn hb_clear(engine: *const HbEngine) -> HbStatus {
+    guard(|| {
+        // SAFETY: forwarded from this function's contract.
+        let e = unsafe { HbEngine::from_ptr(engine, "engine") }?;
+        e.0.store().try_clear().map_err(from_error)
+    })
+}
+
 /// A sorted list of keys, owned by the caller: read with `hb_key_list_len` and
 /// `hb_key_list_get`, free with `hb_key_list_free`. Immutable, so safe to read from any thread.
 pub struct HbKeyList(Vec<String>);

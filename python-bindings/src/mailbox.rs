@@ -8,15 +8,23 @@ use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
-use hornbeam_core::{Engine, MailboxConfig, ReadySet, RecvError};
+use hornbeam_core::{ChangeKind, Engine, MailboxConfig, ReadySet, RecvError};
 
 use crate::convert::decode;
 use crate::errors::{IntoPy, MailboxClosed};
-use crate::state::engine;
+use crate::state::{engine, key_str};
 
-/// A received message, or — when `lagged` > 0 — the notice that `lagged` messages were dropped
-/// here because the mailbox was full. Also reads as the tuple `('message', topic, message)`
-/// (or `('lagged', None, n)`), as redis-py users expect.
+/// A received item: a published message, a watch event (a change of a watched key), or — when
+/// `lagged` > 0 — the notice that `lagged` items were dropped here because the mailbox was full.
+///
+/// | `type` | `topic` | `message` / `data` | `op`, `key`, `value` |
+/// | --- | --- | --- | --- |
+/// | `'message'` | the topic | the published object | None |
+/// | `'change'` | the key | `{'op': op, 'key': key, 'value': value}` | the change |
+/// | `'lagged'` | None | None | None |
+///
+/// Also reads as the tuple `(type, topic, message)` (`('lagged', None, n)` for a lag notice), as
+/// redis-py users expect.
 #[pyclass(module = "hornbeam_erlang", frozen, name = "Message")]
 pub(crate) struct PyMessage {
     msg: Option<hornbeam_core::Message>,
@@ -24,25 +32,53 @@ pub(crate) struct PyMessage {
 }
 
 impl PyMessage {
+    /// The payload decoded; payloads published from C may be raw bytes: those come back as bytes.
+    fn payload<'py>(py: Python<'py>, m: &hornbeam_core::Message) -> PyResult<Bound<'py, PyAny>> {
+        decode(py, m.payload())
+            .or_else(|_| Ok(pyo3::types::PyBytes::new(py, m.payload()).into_any()))
+    }
+
+    /// The watch event's kind, when this is one.
+    fn change(&self) -> Option<(ChangeKind, &hornbeam_core::Message)> {
+        let m = self.msg.as_ref()?;
+        m.change_kind().map(|k| (k, m))
+    }
+
+    /// A watch event's new value: decoded for set and incr, None for the others.
+    fn new_value<'py>(py: Python<'py>, m: &hornbeam_core::Message) -> PyResult<Bound<'py, PyAny>> {
+        if m.payload().is_empty() {
+            Ok(py.None().into_bound(py))
+        } else {
+            Self::payload(py, m)
+        }
+    }
+
     fn data<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        match &self.msg {
-            // Payloads published from C may be raw bytes: hand those back as bytes.
-            Some(m) => decode(py, m.payload())
-                .or_else(|_| Ok(pyo3::types::PyBytes::new(py, m.payload()).into_any())),
-            None => Ok(py.None().into_bound(py)),
+        match (&self.msg, self.change()) {
+            (_, Some((kind, m))) => {
+                let event = pyo3::types::PyDict::new(py);
+                event.set_item("op", kind.name())?;
+                event.set_item("key", m.topic())?;
+                event.set_item("value", Self::new_value(py, m)?)?;
+                Ok(event.into_any())
+            }
+            (Some(m), None) => Self::payload(py, m),
+            (None, _) => Ok(py.None().into_bound(py)),
         }
     }
 }
 
 #[pymethods]
 impl PyMessage {
-    /// The topic it was published to (None for a lag notice).
+    /// The topic it was published to; for a watch event, the key that changed (`""` for a
+    /// clear); None for a lag notice.
     #[getter]
     fn topic(&self) -> Option<&str> {
         self.msg.as_ref().map(|m| m.topic())
     }
 
-    /// The published object (decoded anew at each access; None for a lag notice).
+    /// The published object; for a watch event, the dict `{'op', 'key', 'value'}`; None for a
+    /// lag notice. Decoded anew at each access.
     #[getter]
     fn message<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.data(py)
@@ -60,13 +96,38 @@ impl PyMessage {
         self.lagged
     }
 
-    /// `'message'` or `'lagged'`.
+    /// For a watch event, what happened to the key: `'set'`, `'delete'`, `'incr'` (also decr),
+    /// `'expire'` (its TTL ran out) or `'clear'` (the whole store was cleared); None for a
+    /// published message or a lag notice.
+    #[getter]
+    fn op(&self) -> Option<&'static str> {
+        self.change().map(|(k, _)| k.name())
+    }
+
+    /// For a watch event, the key that changed (`""` for a clear); None otherwise.
+    #[getter]
+    fn key(&self) -> Option<&str> {
+        self.change().map(|(_, m)| m.topic())
+    }
+
+    /// For a watch event, the key's new value as committed (decoded anew at each access): the
+    /// stored object for `'set'`, the counter's new value for `'incr'`; None for `'delete'`,
+    /// `'expire'`, `'clear'`, and for anything that is not a watch event.
+    #[getter]
+    fn value<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self.change() {
+            Some((_, m)) => Self::new_value(py, m),
+            None => Ok(py.None().into_bound(py)),
+        }
+    }
+
+    /// `'message'` (published), `'change'` (a watch event) or `'lagged'` (a lag notice).
     #[getter(r#type)]
     fn kind(&self) -> &'static str {
-        if self.msg.is_some() {
-            "message"
-        } else {
-            "lagged"
+        match (&self.msg, self.change()) {
+            (_, Some(_)) => "change",
+            (Some(_), None) => "message",
+            (None, _) => "lagged",
         }
     }
 
@@ -86,18 +147,25 @@ impl PyMessage {
     }
 
     fn __repr__(&self) -> String {
-        match &self.msg {
-            Some(m) => format!(
+        match (&self.msg, self.change()) {
+            (_, Some((kind, m))) => format!(
+                "Message(op={:?}, key={:?}, {} bytes)",
+                kind.name(),
+                m.topic(),
+                m.payload().len()
+            ),
+            (Some(m), None) => format!(
                 "Message(topic={:?}, {} bytes)",
                 m.topic(),
                 m.payload().len()
             ),
-            None => format!("Message(lagged={})", self.lagged),
+            (None, _) => format!("Message(lagged={})", self.lagged),
         }
     }
 }
 
-/// A bounded queue of messages for the topics and patterns it subscribes to.
+/// A bounded queue of messages for the topics and patterns it subscribes to, and of the changes
+/// of the key prefixes it watches.
 #[pyclass(module = "hornbeam_erlang", frozen, subclass, name = "Mailbox")]
 pub(crate) struct PyMailbox {
     inner: ManuallyDrop<hornbeam_core::Mailbox>,
@@ -185,6 +253,29 @@ impl PyMailbox {
         Ok(self.live()?.subscriptions())
     }
 
+    /// Watches the store's keys starting with `prefix` (`""`: every key): from now on each
+    /// committed change of such a key (set, delete, incr/decr, expiry, clear) arrives here as a
+    /// `Message` of type `'change'` (see `Message.op`, `.key`, `.value`), sharing the mailbox's
+    /// bound and lag notices with its messages. False when `prefix` was already watched.
+    fn watch(&self, py: Python<'_>, prefix: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let prefix = key_str(prefix, "prefix")?;
+        let mb = self.live()?;
+        // On a shared backend the first watch tells the other processes: let others run.
+        py.detach(|| mb.watch(prefix)).py()
+    }
+
+    /// Stops watching `prefix`; False when it was not watched.
+    fn unwatch(&self, py: Python<'_>, prefix: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let prefix = key_str(prefix, "prefix")?;
+        let mb = self.live()?;
+        py.detach(|| mb.unwatch(prefix)).py()
+    }
+
+    /// The key prefixes watched, sorted.
+    fn watches(&self) -> PyResult<Vec<String>> {
+        Ok(self.live()?.watches())
+    }
+
     /// The next message, or None at once when there is none.
     fn recv_nowait(&self) -> PyResult<Option<PyMessage>> {
         message(self.live()?.try_recv())
@@ -257,7 +348,7 @@ impl PyMailbox {
         self.live()?.attach(&ready_set.inner).py()
     }
 
-    /// Unsubscribes from everything and wakes waiting receivers with `MailboxClosed`.
+    /// Unsubscribes and unwatches everything and wakes waiting receivers with `MailboxClosed`.
     fn close(&self) {
         if self.generation == Engine::global_generation() {
             self.inner.close();
@@ -275,11 +366,21 @@ impl PyMailbox {
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "Mailbox(id={}, subscriptions={:?})",
-            self.inner.id(),
-            self.subscriptions().unwrap_or_default()
-        )
+        let watches = self.watches().unwrap_or_default();
+        if watches.is_empty() {
+            format!(
+                "Mailbox(id={}, subscriptions={:?})",
+                self.inner.id(),
+                self.subscriptions().unwrap_or_default()
+            )
+        } else {
+            format!(
+                "Mailbox(id={}, subscriptions={:?}, watches={:?})",
+                self.inner.id(),
+                self.subscriptions().unwrap_or_default(),
+                watches
+            )
+        }
     }
 }
 

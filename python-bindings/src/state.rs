@@ -38,7 +38,7 @@ fn call<T: Send>(py: Python<'_>, f: impl FnOnce(&'static Engine) -> T + Send) ->
     })
 }
 
-fn key_str<'a>(key: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
+pub(crate) fn key_str<'a>(key: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a str> {
     match key.downcast::<PyString>() {
         Ok(s) => crate::convert::utf8(s),
         Err(_) => Err(PyTypeError::new_err(format!(

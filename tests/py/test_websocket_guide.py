@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import sys
 import time
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -193,6 +195,41 @@ def test_dashboard_pushes_store_metrics_every_second(serve):
     run(main())
     page = httpx.get(server.url + "/", timeout=10).text
     assert "const ROOT = \"\";" in page and "innerHTML" not in page
+
+
+def test_dashboard_push_mode_follows_the_store_changes_of_every_process(serve, tmp_path):
+    # The poll interval is set far beyond the test: every snapshot after the first comes from a
+    # watch event, not from a timer.
+    url = f"local://{tmp_path}"
+    server = serve(f"{PKG}.dashboard:application",
+                   env={"HORNBEAM_URL": url, "HORNBEAM_DASHBOARD_INTERVAL": "3600"})
+
+    async def next_push(ws: Any, predicate: Callable[[Any], bool]) -> Any:
+        for _ in range(50):
+            push = json.loads(await recv(ws, timeout=10))
+            if predicate(push):
+                return push
+        raise AssertionError("no snapshot matched")
+
+    async def main() -> None:
+        async with websockets.connect(f"{server.ws_url}/ws?mode=push") as ws:
+            first = json.loads(await recv(ws))
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+                for _ in range(3):
+                    assert (await http.get("/work")).status_code == 200
+            after_work = await next_push(ws, lambda p: p["requests"] >= first["requests"] + 3)
+            # Another process writes the store: the dashboard hears of it through the watch.
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c",
+                "import hornbeam_erlang as hb; assert hb.backend().startswith('local'); "
+                "hb.state_incr('metrics:errors', 5)",
+                env={**os.environ, "HORNBEAM_URL": url})
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+            pushed = await next_push(ws, lambda p: p["errors"] >= after_work["errors"] + 5)
+            assert pushed["errors"] == after_work["errors"] + 5
+            assert pushed["time"] > first["time"]
+
+    run(main())
 
 
 @pytest.mark.parametrize(("payload", "query", "code"), [

@@ -137,15 +137,11 @@ impl Relay {
     }
 
     /// Says whether this process watches store changes (its first watch and after its last
-    /// unwatch): other processes then include change events in their writes. Redis: refused (not
-    /// built yet).
+    /// unwatch): writes by every process then include change events.
     pub(crate) fn set_watching(&self, on: bool) -> Result<()> {
         match self {
             Relay::Local(r) => r.set_watching(on),
-            Relay::Redis(_) => Err(Error::InvalidArgument(String::from(
-                "watching store changes is not available on the Redis backend yet (embedded and \
-                 local:// have it)",
-            ))),
+            Relay::Redis(r) => r.set_watching(on),
         }
     }
 
@@ -186,9 +182,10 @@ pub(crate) fn open(url: &str) -> Result<Option<Opened>> {
         || url.starts_with("unix://")
     {
         let r = redis::Redis::open(url)?;
+        let store = Arc::new(redis::store::RedisStore::new(r.clone()));
         return Ok(Some(Opened {
-            store: StoreFlavor::Redis(Arc::new(redis::store::RedisStore::new(r.clone()))),
-            relay: Some(Relay::Redis(redis::relay::RedisRelay::new(r))),
+            store: StoreFlavor::Redis(store.clone()),
+            relay: Some(Relay::Redis(redis::relay::RedisRelay::new(r, store))),
         }));
     }
     Err(Error::InvalidArgument(format!(

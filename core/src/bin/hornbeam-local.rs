@@ -11,7 +11,8 @@
 //! Roles: `incr DIR KEY N`, `set DIR KEY TEXT`, `get DIR KEY`, `pub DIR TOPIC TEXT`,
 //! `sub DIR PATTERN COUNT` (prints `ready`, then one line per message, then exits),
 //! `watch DIR PREFIX COUNT` (prints `ready`, then `op key value` per change, then exits),
-//! `set_many_forever DIR` (writes batches of 10 keys with one value each until killed).
+//! `set_many_forever DIR` (writes batches of 10 keys with one value each until killed). DIR may
+//! also be a whole backend URL (`redis://127.0.0.1:6379/0?prefix=t:`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -21,8 +22,14 @@ use hornbeam_core::{Config, Engine, RecvError, Value};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
-    let engine = Engine::open(&format!("local://{}", arg(1)), Config::default())
-        .unwrap_or_else(|e| fail(&format!("open: {e}")));
+    // DIR is a directory, or any backend URL (`redis://...`, for the Redis tests).
+    let url = if arg(1).contains("://") {
+        arg(1).to_owned()
+    } else {
+        format!("local://{}", arg(1))
+    };
+    let engine =
+        Engine::open(&url, Config::default()).unwrap_or_else(|e| fail(&format!("open: {e}")));
     let store = engine.store();
     let mut out = std::io::stdout().lock();
     match arg(0) {
@@ -89,7 +96,11 @@ fn main() {
                         let op = m.change_kind().map_or("message", |k| k.name());
                         let value = Value::from_msgpack(m.payload(), m.topic())
                             .ok()
-                            .and_then(|v| v.as_int().map(|i| i.to_string()))
+                            .and_then(|v| {
+                                v.as_int()
+                                    .map(|i| i.to_string())
+                                    .or_else(|| v.decode::<String>().ok())
+                            })
                             .unwrap_or_default();
                         writeln!(out, "{op} {} {value}", m.topic()).unwrap();
                     }

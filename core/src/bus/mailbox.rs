@@ -260,8 +260,9 @@ impl Mailbox {
     /// Watches the store's keys starting with `prefix` (`""`: every key): from now on the mailbox
     /// receives one event per committed change of such a key, in the order the store committed
     /// them for each key: set, delete, incr/decr, expiry, clear (see [`Message::change_kind`]).
-    /// Events share the mailbox's bound and lag notices with its messages. Works on the embedded
-    /// engine and on `local://` (changes made by every process); on Redis it is refused for now.
+    /// Events share the mailbox's bound and lag notices with its messages. On `local://` and
+    /// Redis the events are those of every process's writes (see the README's "Watching state"
+    /// for each backend's guarantees).
     /// Returns false when the prefix was already watched.
     ///
     /// ```

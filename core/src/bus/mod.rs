@@ -210,8 +210,10 @@ impl Sink for BusInner {
 
     fn note_gap(&self, missed: u64) -> usize {
         let trie = self.trie.read();
-        let mut all: Vec<&Arc<Shared>> = Vec::new();
-        trie.for_each_list(&mut |list| all.extend(list.iter()));
+        let mut all: Vec<Arc<Shared>> = Vec::new();
+        trie.for_each_list(&mut |list| all.extend(list.iter().cloned()));
+        // Watchers missed store changes too.
+        self.watches.matching("", true, |s| all.push(s.clone()));
         all.sort_unstable_by_key(|s| s.id);
         all.dedup_by_key(|s| s.id);
         for s in &all {

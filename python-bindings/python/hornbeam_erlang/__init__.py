@@ -85,6 +85,7 @@ __all__ = [
     "set", "state_clear", "state_count", "state_decr", "state_delete", "state_exists",
     "state_expire", "state_get", "state_get_multi", "state_incr", "state_keys", "state_set",
     "state_set_if_absent", "state_set_multi", "state_ttl", "subscribe", "unsubscribe",
+    "unwatch", "watch",
     # Hooks, calls and nodes (_hooks.py)
     "CallTimeout", "HandlerError", "HookError", "HookNotFound", "NodeDown", "await_result", "call",
     "cast", "execute", "execute_async", "hook", "node", "nodes", "receive_pubsub",
@@ -167,11 +168,13 @@ _ASYNC_CODE = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
 class Mailbox(_native.Mailbox):
-    """A bounded queue of messages for the topics and patterns it subscribes to.
+    """A bounded queue of messages for the topics and patterns it subscribes to, and of the
+    changes of the store keys it watches.
 
     ``await recv()`` (in a coroutine), ``recv(timeout=)`` (in a thread: blocks with the GIL
     released), ``recv_nowait()``, ``drain()``, ``async for msg in mailbox``, ``fileno()``,
-    ``subscribe``/``unsubscribe``, ``close()``; a (async) context manager that closes on exit.
+    ``subscribe``/``unsubscribe``, ``watch``/``unwatch`` (key prefixes: each change arrives as a
+    ``Message`` of type ``'change'``), ``close()``; a (async) context manager that closes on exit.
 
     Async receive waits on ``fileno()`` with ``loop.add_reader`` — no thread, no polling — and
     takes a message only once it is ready, so cancelling a pending ``recv()`` loses nothing.
@@ -295,7 +298,7 @@ def _same_owner(a: Any, b: Any) -> bool:
 
 
 def current_mailbox() -> Optional[Mailbox]:
-    """The current task's mailbox, or None when it has not subscribed yet."""
+    """The current task's mailbox, or None when it has not subscribed (or watched) yet."""
     cur = _current.get()
     if cur is None or cur[1].closed or not _same_owner(cur[0], _owner()):
         return None
@@ -325,6 +328,24 @@ def unsubscribe(topic: str) -> None:
         mb.unsubscribe(topic)
 
 
+def watch(prefix: str) -> Mailbox:
+    """Watches the store's keys starting with ``prefix`` (``""``: every key) from the current
+    task's mailbox (created on first use, as ``subscribe`` does); returns it. Each committed change
+    of such a key then arrives there as a ``Message`` of type ``'change'``: ``msg.op`` (``'set'``,
+    ``'delete'``, ``'incr'``, ``'expire'``, ``'clear'``), ``msg.key``, ``msg.value`` (the new
+    value for set and incr)."""
+    mb = mailbox()
+    mb.watch(prefix)
+    return mb
+
+
+def unwatch(prefix: str) -> None:
+    """Stops the current task's mailbox watching ``prefix`` (no-op when not watched)."""
+    mb = current_mailbox()
+    if mb is not None:
+        mb.unwatch(prefix)
+
+
 def check_pubsub() -> Optional[Message]:
     """The next message of the current task's mailbox, or None at once."""
     mb = current_mailbox()
@@ -333,8 +354,8 @@ def check_pubsub() -> Optional[Message]:
 
 def receive_pubsub(timeout: float = 0) -> Optional[dict[str, Any]]:
     """Hornbeam's poll of the current task's mailbox: the next message as a dict (``topic``,
-    ``message``; a lag notice is ``{"topic": None, "message": None, "lagged": n}``) so that it
-    can be sent as JSON, or None when none arrives within `timeout` seconds (0: at once). A
+    ``message``; a watch event's message is ``{"op": ..., "key": ..., "value": ...}``; a lag
+    notice is ``{"topic": None, "message": None, "lagged": n}``) so that it can be sent as JSON, or None when none arrives within `timeout` seconds (0: at once). A
     positive timeout blocks the thread (releasing the GIL); in a coroutine, prefer
     ``await mailbox().recv(timeout)``."""
     mb = current_mailbox()

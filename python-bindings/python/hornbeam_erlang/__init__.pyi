@@ -1,7 +1,7 @@
 """Hornbeam's Python API (ETS-style state and pub/sub) on the embedded Rust engine."""
 
 from types import TracebackType
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Optional, Union, overload
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Literal, Optional, Union, overload
 
 from typing_extensions import final
 
@@ -12,6 +12,7 @@ __all__ = [
     "set", "state_clear", "state_count", "state_decr", "state_delete", "state_exists",
     "state_expire", "state_get", "state_get_multi", "state_incr", "state_keys", "state_set",
     "state_set_if_absent", "state_set_multi", "state_ttl", "subscribe", "unsubscribe",
+    "unwatch", "watch",
     # Hooks, calls and nodes (_hooks.py)
     "CallTimeout", "HandlerError", "HookError", "HookNotFound", "NodeDown", "await_result", "call",
     "cast", "execute", "execute_async", "hook", "node", "nodes", "receive_pubsub",
@@ -73,6 +74,10 @@ decr = state_decr
 def publish(topic: str, message: Any) -> int: ...
 def subscribe(topic: str) -> Mailbox: ...
 def unsubscribe(topic: str) -> None: ...
+def watch(prefix: str) -> Mailbox:
+    """Watches keys starting with `prefix` from the current task's mailbox (created on first use); returns it."""
+def unwatch(prefix: str) -> None:
+    """Stops the current task's mailbox watching `prefix` (no-op when not watched)."""
 def check_pubsub() -> Optional[Message]: ...
 def mailbox() -> Mailbox: ...
 def current_mailbox() -> Optional[Mailbox]: ...
@@ -100,18 +105,39 @@ def rpc_cast(node: str, module: str, function: str, args: list[Any]) -> None: ..
 
 @final
 class Message:
-    """A received message, or (with `lagged` > 0) the notice that messages were dropped."""
+    """A published message (`type == 'message'`), a watch event (`type == 'change'`), or (with
+    `lagged` > 0, `type == 'lagged'`) the notice that items were dropped.
+
+    For a watch event, `topic` and `key` are the key that changed (`""` for a clear), `op` says
+    what happened, `value` is the new value (set, incr; None otherwise) and `message`/`data` is
+    `{'op': op, 'key': key, 'value': value}`. For a published message `op`, `key` and `value`
+    are None.
+    """
 
     @property
-    def topic(self) -> Optional[str]: ...
+    def topic(self) -> Optional[str]:
+        """The topic; a watch event's key; None for a lag notice."""
     @property
-    def message(self) -> Any: ...
+    def message(self) -> Any:
+        """The published object; a watch event's `{'op', 'key', 'value'}` dict; None for a lag notice."""
     @property
-    def data(self) -> Any: ...
+    def data(self) -> Any:
+        """Alias of `message` (redis-py's name)."""
     @property
-    def lagged(self) -> int: ...
+    def lagged(self) -> int:
+        """How many items were dropped before this point (0 unless a lag notice)."""
     @property
-    def type(self) -> str: ...
+    def type(self) -> Literal["message", "change", "lagged"]:
+        """`'message'`, `'change'` (a watch event) or `'lagged'`."""
+    @property
+    def op(self) -> Optional[Literal["set", "delete", "incr", "expire", "clear"]]:
+        """A watch event's operation (`'incr'` also for decr); None otherwise."""
+    @property
+    def key(self) -> Optional[str]:
+        """A watch event's key (`""` for a clear); None otherwise."""
+    @property
+    def value(self) -> Any:
+        """A watch event's new value (set: the object, incr: the counter); None otherwise."""
     def __len__(self) -> int: ...
     def __getitem__(self, i: int, /) -> Any: ...
 
@@ -132,6 +158,12 @@ class Mailbox:
     def subscribe(self, topic: str) -> bool: ...
     def unsubscribe(self, topic: str) -> bool: ...
     def subscriptions(self) -> list[str]: ...
+    def watch(self, prefix: str) -> bool:
+        """Watches keys starting with `prefix` (`""`: all); False when already watched."""
+    def unwatch(self, prefix: str) -> bool:
+        """Stops watching `prefix`; False when it was not watched."""
+    def watches(self) -> list[str]:
+        """The key prefixes watched, sorted."""
     def recv_nowait(self) -> Optional[Message]: ...
     @overload
     def recv(self) -> Any: ...

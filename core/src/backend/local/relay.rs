@@ -28,9 +28,9 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -41,6 +41,9 @@ use crate::error::{Error, Result};
 /// How often the relay thread wakes when no doorbell rings (to notice a dropped bus, and to read
 /// the log even if a wake-up was lost).
 pub(crate) const TICK: Duration = Duration::from_millis(250);
+/// How often a watching process reclaims expired keys (expiries become events even when nobody
+/// writes).
+const REAP_EVERY: Duration = Duration::from_secs(1);
 
 /// The local half of a bus opened on `local://`.
 pub(crate) struct LocalRelay {
@@ -49,6 +52,8 @@ pub(crate) struct LocalRelay {
     /// Set once this process has joined (its thread runs).
     joined: Mutex<bool>,
     stop: Arc<AtomicU64>,
+    /// Whether this process watches store changes (its relay thread then reaps expired keys).
+    watching: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for LocalRelay {
@@ -73,6 +78,7 @@ impl LocalRelay {
             node: new_node_id(),
             joined: Mutex::new(false),
             stop: Arc::new(AtomicU64::new(0)),
+            watching: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -100,7 +106,9 @@ impl LocalRelay {
                 "local: the relay must be started before watching",
             )));
         }
-        set_member_watching(&self.shared, self.node, on)
+        set_member_watching(&self.shared, self.node, on)?;
+        self.watching.store(on, Ordering::Release);
+        Ok(())
     }
 
     /// Joins (first subscription): binds the doorbell, records this process as a member with the
@@ -148,6 +156,8 @@ impl LocalRelay {
             path,
             cursor,
             stop: self.stop.clone(),
+            watching: self.watching.clone(),
+            store: super::store::LocalStore::new(self.shared.clone()),
         };
         std::thread::Builder::new()
             .name("hornbeam-local-relay".into())
@@ -167,11 +177,15 @@ struct Reader {
     path: PathBuf,
     cursor: u64,
     stop: Arc<AtomicU64>,
+    watching: Arc<AtomicBool>,
+    /// For reclaiming expired keys while this process watches.
+    store: super::store::LocalStore,
 }
 
 impl Reader {
     fn run(mut self) {
         let mut buf = [0u8; 16];
+        let mut reaped = Instant::now();
         // Bounded by the bus's life: every wait is at most TICK, followed by a liveness check.
         loop {
             let _ = self.bell.recv(&mut buf);
@@ -188,6 +202,11 @@ impl Reader {
             if self.drain(&*sink).is_err() {
                 // The environment is gone (a fork in this process): nothing more to read.
                 break;
+            }
+            if self.watching.load(Ordering::Acquire) && reaped.elapsed() >= REAP_EVERY {
+                reaped = Instant::now();
+                // Best effort; the events come back through the log at the next wake-up.
+                let _ = self.store.reap_expired();
             }
         }
         self.leave();

@@ -25,7 +25,12 @@
 //! - `P` + `expiry`: a sorted set of the keys that have a TTL, scored by deadline (Unix ms), so
 //!   index entries of expired keys are found without a scan (see `reap`).
 //! - `P` + `bus:` + db: the one pub/sub channel of the bus (pub/sub ignores database numbers, so
-//!   the number is part of the name).
+//!   the number is part of the name). Store change events go there too, published by the write's
+//!   own script, so they are ordered with the writes (see [`relay`]).
+//! - `P` + `watchers`: a sorted set of the processes that watch store changes, scored by the
+//!   deadline of their registration (Unix ms; each renews it every few seconds, so a crashed
+//!   process stops costing writes within [`relay::WATCH_LEASE`]). A write publishes change events
+//!   only when a registration is live: with nobody watching it pays one `ZCOUNT`.
 //!
 //! Scripts touch keys they compute from the prefix, so the backend needs a single Redis server
 //! (or a replica set), not Redis Cluster.
@@ -301,6 +306,12 @@ pub(crate) fn hide_password(url: &str) -> String {
 }
 
 /// Milliseconds since the Unix epoch (deadlines in the expiry set; only hints, see `reap`).
+/// The bus's one pub/sub channel, `P bus:db` (pub/sub ignores database numbers, so the number is
+/// part of the name); store change events go there too.
+pub(crate) fn bus_channel(r: &Redis) -> String {
+    format!("{}bus:{}", r.prefix, r.db)
+}
+
 pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -7,6 +7,14 @@
 //! bus through [`Sink`], which queues it into the matching local mailboxes. Redis' glob patterns are never used, so
 //! `*` and `>` mean exactly what they mean in the embedded bus.
 //!
+//! Store changes: a process that watches registers in `P watchers` (renewed every
+//! [`WATCH_RENEW`], lapsing after [`WATCH_LEASE`]); every writing script then publishes one change
+//! event per change on the same channel (`HB\x02`, see [`open_change`]), inside the write's own
+//! script, so events are ordered exactly as the writes committed. Every watching process hands
+//! them to its watchers, its own writes included (they come back through Redis, so a process's
+//! watchers see its writes in the same order as everyone else's). While it watches, the thread
+//! also runs a reap batch about once a second, which turns expired keys into expiry events.
+//!
 //! The thread starts with the bus's first subscription (never at creation, so nothing runs
 //! before a fork), lives while the bus or any of its mailboxes does, and wakes every
 //! [`TICK`] to notice that. When its connection is lost it reconnects with bounded backoff,
@@ -18,8 +26,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::Redis;
-use crate::backend::{new_node_id, Sink};
+use super::store::{decode, RedisStore};
+use super::{unix_ms, Redis};
+use crate::backend::{new_node_id, ChangeKind, Sink};
 use crate::error::{Error, Result};
 
 /// How often the subscriber thread wakes when no message comes (to notice a dropped bus).
@@ -32,6 +41,31 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// First bytes of every envelope: `HB` and the format version.
 const MAGIC: &[u8; 3] = b"HB\x01";
+/// First bytes of a store change event (written by the store's scripts).
+const CHANGE_MAGIC: &[u8; 3] = b"HB\x02";
+/// How long a watcher's registration lasts without renewal (a crashed process stops making
+/// writes publish events after this long).
+pub(crate) const WATCH_LEASE: Duration = Duration::from_secs(30);
+/// How often a watching process renews its registration.
+const WATCH_RENEW: Duration = Duration::from_secs(10);
+/// How often a watching process runs a reap batch (expiries become events).
+const REAP_EVERY: Duration = Duration::from_secs(1);
+/// Due keys one reap batch looks at.
+const REAP_BATCH: usize = 1000;
+
+/// Reads a store change event: `HB\x02`, the kind as one ASCII digit, the key's length in
+/// decimal, `:`, the key, then the value as the store keeps it in Redis (empty for deletes,
+/// expiries and clears). `None` for anything else.
+pub(crate) fn open_change(bytes: &[u8]) -> Option<(ChangeKind, &str, &[u8])> {
+    let rest = bytes.strip_prefix(CHANGE_MAGIC)?;
+    let (&digit, rest) = rest.split_first()?;
+    let kind = ChangeKind::from_u8(digit.checked_sub(b'0')?)?;
+    let colon = rest.iter().take(12).position(|&b| b == b':')?;
+    let len: usize = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+    let rest = &rest[colon + 1..];
+    let key = std::str::from_utf8(rest.get(..len)?).ok()?;
+    Some((kind, key, &rest[len..]))
+}
 
 /// An envelope: magic and version, the sender's node id, the topic's length, topic, payload.
 pub(crate) fn envelope(node: u64, topic: &str, payload: &[u8]) -> Vec<u8> {
@@ -74,11 +108,15 @@ struct SubState {
     ever_up: AtomicBool,
     phase: Mutex<Phase>,
     changed: Condvar,
+    /// Whether this process watches store changes (registered in `P watchers`).
+    watching: AtomicBool,
 }
 
 /// The Redis relay of a [`crate::Bus`].
 pub(crate) struct RedisRelay {
     r: Arc<Redis>,
+    /// The store, for the watchers set and the reap batches that report expiries.
+    store: Arc<RedisStore>,
     channel: String,
     node: u64,
     state: Arc<SubState>,
@@ -93,17 +131,37 @@ impl std::fmt::Debug for RedisRelay {
 }
 
 impl RedisRelay {
-    pub(crate) fn new(r: Arc<Redis>) -> RedisRelay {
+    pub(crate) fn new(r: Arc<Redis>, store: Arc<RedisStore>) -> RedisRelay {
         RedisRelay {
-            channel: format!("{}bus:{}", r.prefix, r.db),
+            channel: super::bus_channel(&r),
             r,
+            store,
             node: new_node_id(),
             state: Arc::new(SubState {
                 subscribed: AtomicBool::new(false),
                 ever_up: AtomicBool::new(false),
                 phase: Mutex::new(Phase::Idle),
                 changed: Condvar::new(),
+                watching: AtomicBool::new(false),
             }),
+        }
+    }
+
+    /// Registers this process as a watcher (writes then publish change events) or removes the
+    /// registration. The subscription is up already (the bus starts the relay first), so no
+    /// change committed after this returns is missed.
+    pub(crate) fn set_watching(&self, on: bool) -> Result<()> {
+        self.state.watching.store(on, Ordering::Release);
+        if on {
+            register(&self.r, &self.store.watchers, self.node)
+        } else {
+            let n: std::result::Result<i64, _> = self.r.run(|c| {
+                redis::cmd("ZREM")
+                    .arg(&self.store.watchers)
+                    .arg(self.node)
+                    .query(c)
+            })?;
+            n.map(|_| ()).map_err(|e| self.r.server_error(e))
         }
     }
 
@@ -173,6 +231,7 @@ impl RedisRelay {
         let sub = Subscriber {
             bus,
             r: self.r.clone(),
+            store: self.store.clone(),
             channel: self.channel.clone(),
             node: self.node,
             state: self.state.clone(),
@@ -183,6 +242,28 @@ impl RedisRelay {
             .map(|_| ())
             .map_err(|e| Error::Backend(format!("cannot start the Redis subscriber thread: {e}")))
     }
+}
+
+/// Writes (or renews) this process's registration as a watcher, and drops registrations that
+/// lapsed long ago (processes that died).
+fn register(r: &Redis, watchers: &str, node: u64) -> Result<()> {
+    let now = unix_ms();
+    let lease = WATCH_LEASE.as_millis() as u64;
+    let reply: std::result::Result<(), _> = r.run(|c| {
+        redis::pipe()
+            .cmd("ZADD")
+            .arg(watchers)
+            .arg(now + lease)
+            .arg(node)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(watchers)
+            .arg("-inf")
+            .arg(now.saturating_sub(lease))
+            .ignore()
+            .query(c)
+    })?;
+    reply.map_err(|e| r.server_error(e))
 }
 
 /// How one subscription session ended.
@@ -199,6 +280,7 @@ enum Ended {
 struct Subscriber {
     bus: Weak<dyn Sink>,
     r: Arc<Redis>,
+    store: Arc<RedisStore>,
     channel: String,
     node: u64,
     state: Arc<SubState>,
@@ -255,6 +337,12 @@ impl Subscriber {
             self.state.ever_up.store(true, Ordering::Release);
             self.state.changed.notify_all();
         }
+        let mut renewed = Instant::now();
+        let mut reaped = Instant::now();
+        if self.state.watching.load(Ordering::Acquire) && was_up {
+            // Our registration may have lapsed while we were away.
+            let _ = register(&self.r, &self.store.watchers, self.node);
+        }
         if was_up {
             // Messages published while we were away are lost: tell every mailbox.
             match self.bus.upgrade() {
@@ -267,14 +355,41 @@ impl Subscriber {
         let mut quiet_since = Instant::now();
         // Bounded by the connection's and the bus's life (see `run`).
         loop {
+            if self.state.watching.load(Ordering::Acquire) {
+                // Best effort: a failure here shows up as a lost connection below.
+                if renewed.elapsed() >= WATCH_RENEW {
+                    renewed = Instant::now();
+                    let _ = register(&self.r, &self.store.watchers, self.node);
+                }
+                if reaped.elapsed() >= REAP_EVERY {
+                    reaped = Instant::now();
+                    let _ = self.store.reap_batch(REAP_BATCH);
+                }
+            }
             match ps.get_message() {
                 Ok(msg) => {
                     quiet_since = Instant::now();
                     if msg.get_channel_name() != self.channel {
                         continue;
                     }
-                    let Some((node, topic, payload)) = open_envelope(msg.get_payload_bytes())
-                    else {
+                    let bytes = msg.get_payload_bytes();
+                    if let Some((kind, key, stored)) = open_change(bytes) {
+                        let Some(sink) = self.bus.upgrade() else {
+                            return self.ended(Ended::Exit);
+                        };
+                        // The value as Redis keeps it (a decimal counter or MessagePack) becomes
+                        // MessagePack; one that does not read (another client's) is left empty.
+                        let value = if stored.is_empty() {
+                            Vec::new()
+                        } else {
+                            decode(key, stored)
+                                .map(|v| v.to_msgpack().to_vec())
+                                .unwrap_or_default()
+                        };
+                        sink.changed(kind, key, &value);
+                        continue;
+                    }
+                    let Some((node, topic, payload)) = open_envelope(bytes) else {
                         continue;
                     };
                     if node == self.node {
@@ -324,5 +439,26 @@ mod tests {
         assert_eq!(open_envelope(b"HB\x02rest"), None, "another version");
         assert_eq!(open_envelope(&env[..10]), None, "truncated");
         assert_ne!(new_node_id(), new_node_id());
+    }
+
+    #[test]
+    fn change_events_parse_as_the_scripts_write_them() {
+        assert!(open_change(b"HB\x021").is_none(), "no length");
+        assert_eq!(
+            open_change(b"HB\x0214:k:\xc3\xa9\x92\x01\x02"),
+            Some((ChangeKind::Set, "k:\u{e9}", &b"\x92\x01\x02"[..]))
+        );
+        assert_eq!(
+            open_change(b"HB\x0250:"),
+            Some((ChangeKind::Clear, "", &b""[..]))
+        );
+        assert_eq!(
+            open_change(b"HB\x0233:abc-17"),
+            Some((ChangeKind::Incr, "abc", &b"-17"[..]))
+        );
+        assert_eq!(open_change(b"HB\x0293:abc"), None, "unknown kind");
+        assert_eq!(open_change(b"HB\x0219:abc"), None, "truncated key");
+        assert_eq!(open_change(b"HB\x0212:\xff\xfe"), None, "key not UTF-8");
+        assert_eq!(open_change(b"HB\x01rest"), None, "a message, not a change");
     }
 }

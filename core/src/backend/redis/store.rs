@@ -18,14 +18,26 @@ use crate::backend::Ttl;
 use crate::error::{shorten, Error, Result};
 use crate::value::{decode_int, Value};
 
-/// Sets pairs `ARGV[5..]` (key, value); `ARGV[2]` is the TTL in ms (`0`: none), `ARGV[3]` its
-/// deadline in Unix ms, `ARGV[4]` `1` for set-if-absent. Returns how many were set.
+/// The start of every script that writes: `KEYS[1]` is the set of watching processes (scored by
+/// the deadline of their registration, Unix ms), `ARGV[1]` the bus channel, `ARGV[2]` now (Unix
+/// ms). `ev(kind, key, value)` publishes a change event (see [`super::relay::open_change`]) when a
+/// process watches; with nobody watching a write pays one `ZCOUNT`.
+const WATCHED_LUA: &str = r#"
+local W = redis.call('ZCOUNT', KEYS[1], ARGV[2], '+inf') > 0
+local function ev(kind, k, v)
+  if W then redis.call('PUBLISH', ARGV[1], 'HB\2' .. kind .. #k .. ':' .. k .. v) end
+end
+"#;
+
+/// Sets pairs `ARGV[7..]` (key, value); `KEYS[2]` the index, `KEYS[3]` the expiry set,
+/// `ARGV[3]` the value prefix, `ARGV[4]` the TTL in ms (`0`: none), `ARGV[5]` its deadline in
+/// Unix ms, `ARGV[6]` `1` for set-if-absent. Returns how many were set.
 const SET_LUA: &str = r#"
-local ttl, nx = ARGV[2], ARGV[4] == '1'
+local ttl, nx = ARGV[4], ARGV[6] == '1'
 local n = 0
-for i = 5, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local k = ARGV[i]
-  local vk = ARGV[1] .. k
+  local vk = ARGV[3] .. k
   local ok
   if ttl == '0' then
     if nx then ok = redis.call('SET', vk, ARGV[i + 1], 'NX')
@@ -36,12 +48,33 @@ for i = 5, #ARGV, 2 do
   end
   if ok then
     n = n + 1
-    redis.call('ZADD', KEYS[1], 0, k)
-    if ttl == '0' then redis.call('ZREM', KEYS[2], k)
-    else redis.call('ZADD', KEYS[2], ARGV[3], k) end
+    redis.call('ZADD', KEYS[2], 0, k)
+    if ttl == '0' then redis.call('ZREM', KEYS[3], k)
+    else redis.call('ZADD', KEYS[3], ARGV[5], k) end
+    ev('1', k, ARGV[i + 1])
   end
 end
 return n
+"#;
+
+/// Deletes key `ARGV[4]` (value `KEYS[4]`) from the value, the index `KEYS[2]` and the expiry
+/// set `KEYS[3]`; returns how many values were deleted.
+const DELETE_LUA: &str = r#"
+local n = redis.call('DEL', KEYS[4])
+redis.call('ZREM', KEYS[2], ARGV[4])
+redis.call('ZREM', KEYS[3], ARGV[4])
+if n > 0 then ev('2', ARGV[4], '') end
+return n
+"#;
+
+/// Adds `ARGV[4]` to key `ARGV[3]` (value `KEYS[3]`, index `KEYS[2]`); returns the new value as
+/// Redis' decimal string (a Lua number would round counters past 2^53).
+const INCR_LUA: &str = r#"
+redis.call('INCRBY', KEYS[3], ARGV[4])
+local v = redis.call('GET', KEYS[3])
+redis.call('ZADD', KEYS[2], 'NX', 0, ARGV[3])
+ev('3', ARGV[3], v)
+return v
 "#;
 
 /// Live keys of the index from `ARGV[2]` to `ARGV[3]` (ZRANGEBYLEX bounds), at most `ARGV[4]`
@@ -63,38 +96,44 @@ end
 return out
 "#;
 
-/// Looks at up to `ARGV[3]` keys whose deadline (`P expiry`) is at or before `ARGV[2]`: a gone
-/// key leaves the index, a key without TTL leaves the expiry set, a key with a later deadline
-/// is re-scored. Returns {removed, looked at, index size}.
+/// Looks at up to `ARGV[4]` keys whose deadline (`KEYS[3]`) is at or before now: a gone key
+/// leaves the index (`KEYS[2]`) with an expiry event, a key without TTL leaves the expiry set, a
+/// key with a later deadline is re-scored. `ARGV[3]` is the value prefix. Returns {removed,
+/// looked at, index size}.
 const REAP_LUA: &str = r#"
 local now = tonumber(ARGV[2])
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
 local removed = 0
 for _, k in ipairs(due) do
-  local p = redis.call('PTTL', ARGV[1] .. k)
+  local p = redis.call('PTTL', ARGV[3] .. k)
   if p == -2 then
-    redis.call('ZREM', KEYS[1], k)
     redis.call('ZREM', KEYS[2], k)
+    redis.call('ZREM', KEYS[3], k)
     removed = removed + 1
+    ev('4', k, '')
   elseif p == -1 then
-    redis.call('ZREM', KEYS[2], k)
+    redis.call('ZREM', KEYS[3], k)
   else
-    redis.call('ZADD', KEYS[2], now + p, k)
+    redis.call('ZADD', KEYS[3], now + p, k)
   end
 end
-return {removed, #due, redis.call('ZCARD', KEYS[1])}
+return {removed, #due, redis.call('ZCARD', KEYS[2])}
 "#;
 
-/// Deletes up to `ARGV[2]` keys of the index with their values; returns how many are left.
+/// Deletes up to `ARGV[4]` keys of the index (`KEYS[2]`) with their values (prefix `ARGV[3]`);
+/// returns how many are left. The batch that empties the store reports the clear.
 const CLEAR_LUA: &str = r#"
-local ks = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+local ks = redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[4]) - 1)
 for _, k in ipairs(ks) do
-  redis.call('DEL', ARGV[1] .. k)
-  redis.call('ZREM', KEYS[2], k)
+  redis.call('DEL', ARGV[3] .. k)
+  redis.call('ZREM', KEYS[3], k)
 end
-if #ks > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #ks - 1) end
-local left = redis.call('ZCARD', KEYS[1])
-if left == 0 then redis.call('DEL', KEYS[2]) end
+if #ks > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, #ks - 1) end
+local left = redis.call('ZCARD', KEYS[2])
+if left == 0 then
+  redis.call('DEL', KEYS[3])
+  ev('5', '', '')
+end
 return left
 "#;
 
@@ -129,6 +168,8 @@ const MAX_BATCHES: usize = 1 << 20;
 
 struct Scripts {
     set: Script,
+    delete: Script,
+    incr: Script,
     keys: Script,
     reap: Script,
     clear: Script,
@@ -144,6 +185,10 @@ pub(crate) struct RedisStore {
     value_prefix: String,
     index: String,
     expiry: String,
+    /// `P watchers`: the processes watching changes, scored by their registration's deadline.
+    pub(crate) watchers: String,
+    /// The bus channel, where change events go.
+    channel: String,
     scripts: Scripts,
     /// When a write with a TTL last reaped (Unix ms), so it reaps at most once a second.
     last_reap: AtomicU64,
@@ -168,8 +213,13 @@ fn encode(v: &Value) -> Cow<'_, [u8]> {
     }
 }
 
+/// A script that writes, with [`WATCHED_LUA`] before it.
+fn watched(body: &str) -> Script {
+    Script::new(&format!("{WATCHED_LUA}{body}"))
+}
+
 /// A value read from Redis (see [`encode`]).
-fn decode(key: &str, bytes: &[u8]) -> Result<Value> {
+pub(crate) fn decode(key: &str, bytes: &[u8]) -> Result<Value> {
     match bytes.first() {
         Some(&b) if b >= 0x80 => Value::from_msgpack(bytes, key),
         Some(_) => std::str::from_utf8(bytes)
@@ -196,18 +246,35 @@ impl RedisStore {
             value_prefix: format!("{p}k:"),
             index: format!("{p}index"),
             expiry: format!("{p}expiry"),
+            watchers: format!("{p}watchers"),
+            channel: super::bus_channel(&r),
             r,
             scripts: Scripts {
-                set: Script::new(SET_LUA),
+                set: watched(SET_LUA),
+                delete: watched(DELETE_LUA),
+                incr: watched(INCR_LUA),
                 keys: Script::new(KEYS_LUA),
-                reap: Script::new(REAP_LUA),
-                clear: Script::new(CLEAR_LUA),
+                reap: watched(REAP_LUA),
+                clear: watched(CLEAR_LUA),
                 expire: Script::new(EXPIRE_LUA),
                 persist: Script::new(PERSIST_LUA),
                 bytes: Script::new(BYTES_LUA),
             },
             last_reap: AtomicU64::new(0),
         }
+    }
+
+    /// An invocation of a writing script with its common keys and arguments (see
+    /// [`WATCHED_LUA`]): `KEYS[1..3]` watchers, index, expiry; `ARGV[1..3]` channel, now, value
+    /// prefix.
+    fn writing<'a>(&'a self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let mut inv = script.key(&self.watchers);
+        inv.key(&self.index)
+            .key(&self.expiry)
+            .arg(&self.channel)
+            .arg(unix_ms())
+            .arg(&self.value_prefix);
+        inv
     }
 
     fn vkey(&self, key: &str) -> String {
@@ -245,10 +312,8 @@ impl RedisStore {
             }
             None => (0, 0),
         };
-        let mut inv = self.scripts.set.key(&self.index);
-        inv.key(&self.expiry)
-            .arg(&self.value_prefix)
-            .arg(ttl_arg)
+        let mut inv = self.writing(&self.scripts.set);
+        inv.arg(ttl_arg)
             .arg(deadline)
             .arg(if nx { "1" } else { "0" });
         for (k, v) in items {
@@ -263,40 +328,25 @@ impl RedisStore {
 
     pub(crate) fn delete(&self, key: &str) -> Result<bool> {
         let vk = self.vkey(key);
-        let (n, _, _): (i64, i64, i64) = self.call(|c| {
-            redis::pipe()
-                .atomic()
-                .cmd("DEL")
-                .arg(&vk)
-                .cmd("ZREM")
-                .arg(&self.index)
-                .arg(key)
-                .cmd("ZREM")
-                .arg(&self.expiry)
-                .arg(key)
-                .query(c)
-        })?;
+        let mut inv = self.writing(&self.scripts.delete);
+        inv.key(&vk).arg(key);
+        let n: i64 = self.call(|c| inv.invoke(c))?;
         Ok(n > 0)
     }
 
     pub(crate) fn incr(&self, key: &str, delta: i64) -> Result<i64> {
         let vk = self.vkey(key);
-        let reply = self.r.run(|c| {
-            redis::pipe()
-                .atomic()
-                .cmd("INCRBY")
-                .arg(&vk)
-                .arg(delta)
-                .cmd("ZADD")
-                .arg(&self.index)
-                .arg("NX")
-                .arg(0)
-                .arg(key)
-                .ignore()
-                .query::<(i64,)>(c)
-        })?;
-        match reply {
-            Ok((n,)) => Ok(n),
+        let mut inv = self.scripts.incr.key(&self.watchers);
+        inv.key(&self.index)
+            .key(&vk)
+            .arg(&self.channel)
+            .arg(unix_ms())
+            .arg(key)
+            .arg(delta);
+        match self.r.run(|c| inv.invoke::<String>(c))? {
+            Ok(n) => n
+                .parse()
+                .map_err(|_| Error::NotAnInteger { key: shorten(key) }),
             // Redis' own texts: "increment or decrement would overflow", "value is not an integer
             // or out of range". In both cases the value is unchanged.
             Err(e) => {
@@ -408,12 +458,12 @@ impl RedisStore {
         ))
     }
 
-    fn reap_batch(&self, limit: usize) -> Result<(usize, usize, usize)> {
-        let mut inv = self.scripts.reap.key(&self.index);
-        inv.key(&self.expiry)
-            .arg(&self.value_prefix)
-            .arg(unix_ms())
-            .arg(limit);
+    /// One reap script over at most `limit` due keys: (removed, looked at, index size). The
+    /// relay of a watching process runs one about once a second, so expiries become events
+    /// without waiting for a write.
+    pub(crate) fn reap_batch(&self, limit: usize) -> Result<(usize, usize, usize)> {
+        let mut inv = self.writing(&self.scripts.reap);
+        inv.arg(limit);
         self.call(|c| inv.invoke(c))
     }
 
@@ -447,8 +497,8 @@ impl RedisStore {
 
     pub(crate) fn clear(&self) -> Result<()> {
         for _ in 0..MAX_BATCHES {
-            let mut inv = self.scripts.clear.key(&self.index);
-            inv.key(&self.expiry).arg(&self.value_prefix).arg(BATCH);
+            let mut inv = self.writing(&self.scripts.clear);
+            inv.arg(BATCH);
             let left: usize = self.call(|c| inv.invoke(c))?;
             if left == 0 {
                 return Ok(());
