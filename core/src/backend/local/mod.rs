@@ -23,6 +23,11 @@
 //! - `log`: sequence number (8 bytes BE) → node id, topic length, topic, payload: the bus's bounded
 //!   log (see [`relay`]). `meta` holds the log's byte count; `members` the live processes' doorbells.
 //!
+//! Beside it, `bells/` holds each member's doorbell (`<node>.sock`) and its "asleep" flag
+//! (`<node>.flag`, one word mapped shared, see [`flag`]): a writer rings only members that wait
+//! on their doorbell, so a burst of publishes costs one datagram and one wake-up per reader, not
+//! one per publish (see [`relay`]).
+//!
 //! # Durability
 //!
 //! By default (fast) writes go straight into the shared memory map (`MDB_WRITEMAP`) and commits
@@ -51,6 +56,7 @@
 //! slots, so the child opens the directory afresh; handles from before the fork then fail with a
 //! clear error instead of touching the parent's state.
 
+pub(crate) mod flag;
 pub(crate) mod relay;
 pub(crate) mod store;
 
@@ -171,6 +177,10 @@ pub(crate) struct Dbs {
     pub(crate) members: Database<'static, Bytes, Bytes>,
 }
 
+/// The members a write may have to wake, read in its transaction (see [`Shared::wake_list`]):
+/// node id and process id of each.
+pub(crate) type Bells = Vec<(u64, u32)>;
+
 /// One open environment, shared by the store and the relay of every engine on the directory.
 pub(crate) struct Shared {
     /// `None` once closed in a forked child.
@@ -180,6 +190,10 @@ pub(crate) struct Shared {
     generation: u64,
     /// The doorbell-ringing socket (unbound, non-blocking), made on first use.
     ringer: Mutex<Option<UnixDatagram>>,
+    /// The members' "asleep" flags this process has mapped, by node id.
+    flags: Mutex<HashMap<u64, Peer>>,
+    /// This process's id (the engine is opened afresh after a fork).
+    pid: u32,
 }
 
 // SAFETY: `env` is written only by `after_fork_in_child`, which runs in a child right after
@@ -218,8 +232,44 @@ impl Shared {
             .join(format!("{node:016x}.sock"))
     }
 
+    /// The "asleep" flag file of process `node`.
+    pub(crate) fn flag_path(&self, node: u64) -> PathBuf {
+        self.settings
+            .dir
+            .join("bells")
+            .join(format!("{node:016x}.flag"))
+    }
+
+    /// Process `node`'s flag, mapped on first use (`create`: this process is `node`, joining).
+    pub(crate) fn flag(&self, node: u64, create: bool) -> Option<Arc<flag::Flag>> {
+        let mut flags = self.flags.lock();
+        self.peer(&mut flags, node, create).map(|p| p.flag.clone())
+    }
+
+    fn peer<'a>(
+        &self,
+        flags: &'a mut HashMap<u64, Peer>,
+        node: u64,
+        create: bool,
+    ) -> Option<&'a mut Peer> {
+        match flags.entry(node) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let flag = Arc::new(flag::Flag::open(&self.flag_path(node), create)?);
+                Some(e.insert(Peer {
+                    flag,
+                    checked: None,
+                }))
+            }
+        }
+    }
+
     /// Appends one entry to the bus log (in the caller's write transaction) and trims the oldest
     /// entries past the log's bounds. `kind` 0 is a published message, else a [`ChangeKind`].
+    ///
+    /// The log's first and last sequence numbers and its byte count live in one `meta` record,
+    /// so an append is one read and one write of it, an append at the end of `log` (no search),
+    /// and, once the log is full, the removal of its first entry through one cursor.
     pub(crate) fn append(
         &self,
         wtxn: &mut RwTxn<'_>,
@@ -229,21 +279,47 @@ impl Shared {
         payload: &[u8],
     ) -> heed::Result<()> {
         let dbs = self.dbs;
-        let seq = dbs.log.last(wtxn)?.map_or(0, |(k, _)| be_u64(k)) + 1;
+        let (mut first, last, bytes) = self.log_state(wtxn)?;
+        let seq = last + 1;
         let e = log_entry(node, kind, topic, payload);
-        let mut bytes = dbs.meta.get(wtxn, LOG_BYTES_KEY)?.map_or(0, be_u64) + e.len() as u64;
-        dbs.log.put(wtxn, &seq.to_be_bytes(), &e)?;
-        let mut first = dbs.log.first(wtxn)?.map_or(seq, |(k, _)| be_u64(k));
-        // Bounded: each turn removes one entry older than `seq` (never the one just written).
-        while first < seq && (seq - first >= LOG_ENTRIES || bytes > LOG_BYTES) {
-            let key = first.to_be_bytes();
-            if let Some(old) = dbs.log.get(wtxn, &key)? {
-                bytes = bytes.saturating_sub(old.len() as u64);
-            }
-            dbs.log.delete(wtxn, &key)?;
-            first += 1;
+        let mut bytes = bytes + e.len() as u64;
+        dbs.log
+            .put_with_flags(wtxn, heed::PutFlags::APPEND, &seq.to_be_bytes(), &e)?;
+        if first == 0 {
+            first = seq;
         }
-        dbs.meta.put(wtxn, LOG_BYTES_KEY, &bytes.to_be_bytes())
+        if first < seq && (seq - first >= LOG_ENTRIES || bytes > LOG_BYTES) {
+            let mut it = dbs.log.iter_mut(wtxn)?;
+            // Bounded: each turn removes one entry older than `seq` (never the one just written).
+            while first < seq && (seq - first >= LOG_ENTRIES || bytes > LOG_BYTES) {
+                let Some(item) = it.next() else { break };
+                let (k, v) = item?;
+                let (oldest, len) = (be_u64(k), v.len() as u64);
+                // SAFETY: `k` and `v` (which borrow the page the entry is on) are not used after
+                // the entry is deleted: only the copies above are.
+                unsafe { it.del_current()? };
+                bytes = bytes.saturating_sub(len);
+                first = oldest + 1;
+            }
+        }
+        let mut state = [0u8; 24];
+        state[..8].copy_from_slice(&first.to_be_bytes());
+        state[8..16].copy_from_slice(&seq.to_be_bytes());
+        state[16..].copy_from_slice(&bytes.to_be_bytes());
+        dbs.meta.put(wtxn, LOG_STATE_KEY, &state)
+    }
+
+    /// The log's first and last sequence numbers (0 when empty) and its byte count, from their
+    /// `meta` record (made from the log itself in a directory that predates it).
+    fn log_state(&self, txn: &heed::RoTxn<'_>) -> heed::Result<(u64, u64, u64)> {
+        let dbs = self.dbs;
+        if let Some(s) = dbs.meta.get(txn, LOG_STATE_KEY)?.filter(|s| s.len() == 24) {
+            return Ok((be_u64(&s[..8]), be_u64(&s[8..16]), be_u64(&s[16..])));
+        }
+        let first = dbs.log.first(txn)?.map_or(0, |(k, _)| be_u64(k));
+        let last = dbs.log.last(txn)?.map_or(0, |(k, _)| be_u64(k));
+        let bytes = dbs.meta.get(txn, LOG_BYTES_KEY)?.map_or(0, be_u64);
+        Ok((first, last, bytes))
     }
 
     /// How many processes watch store changes (writers then log their changes).
@@ -251,23 +327,70 @@ impl Shared {
         Ok(self.dbs.meta.get(txn, WATCHERS_KEY)?.map_or(0, be_u64))
     }
 
-    /// The live members (node ids) other than `except`; only the watching ones with
-    /// `watching_only`.
-    pub(crate) fn members(
+    /// The members other than `except` (only the watching ones with `watching_only`) that a write
+    /// in `txn` may have to wake; [`Shared::wake`] decides after the commit.
+    pub(crate) fn wake_list(
         &self,
         txn: &heed::RoTxn<'_>,
         except: Option<u64>,
         watching_only: bool,
-    ) -> heed::Result<Vec<u64>> {
+    ) -> heed::Result<Bells> {
         let mut out = Vec::new();
         for item in self.dbs.members.iter(txn)? {
             let (k, v) = item?;
             let node = be_u64(k);
             if Some(node) != except && (!watching_only || v.get(4) == Some(&1)) {
-                out.push(node);
+                let pid = v
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u32::from_be_bytes);
+                out.push((node, pid));
             }
         }
         Ok(out)
+    }
+
+    /// After a write's commit: rings the members of `bells` that wait on their doorbell (taking
+    /// their mark, so the next writer does not ring them again); the others are reading the log
+    /// and see the write without a ring; one whose process is gone is forgotten. Returns how many
+    /// members the write reaches.
+    pub(crate) fn wake(&self, bells: &Bells) -> usize {
+        if bells.is_empty() {
+            return 0;
+        }
+        // Orders the commit before the reads of the flags (see `flag`).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let mut ring = Vec::new();
+        let mut awake = 0;
+        let mut dead = Vec::new();
+        let mut flags = self.flags.lock();
+        for &(node, pid) in bells {
+            match self.peer(&mut flags, node, false) {
+                Some(peer) if !peer.flag.take() => {
+                    // Awake, so reading the log; whether its process still exists is checked
+                    // (a system call) at most every PEER_CHECK per member.
+                    let now = std::time::Instant::now();
+                    let fresh = peer
+                        .checked
+                        .is_some_and(|c| now.duration_since(c) < PEER_CHECK);
+                    if fresh || self.pid_alive(pid) {
+                        if !fresh {
+                            peer.checked = Some(now);
+                        }
+                        awake += 1;
+                    } else {
+                        dead.push(node);
+                    }
+                }
+                // Asleep, or no flag to read (it left, died, or is joining): the ring tells.
+                _ => ring.push(node),
+            }
+        }
+        drop(flags);
+        if !dead.is_empty() {
+            self.remove_members(&dead);
+        }
+        awake + self.ring(&ring)
     }
 
     /// Rings each member's doorbell (a zero-byte datagram, never blocking: a full queue means a
@@ -333,9 +456,25 @@ impl Shared {
         }
         for &node in nodes {
             let _ = std::fs::remove_file(self.bell_path(node));
+            let _ = std::fs::remove_file(self.flag_path(node));
+            self.flags.lock().remove(&node);
         }
         // A process that died may have died inside a read transaction.
         let _ = env.clear_stale_readers();
+    }
+
+    /// Whether process `pid` exists (0: unknown, taken as alive). A member that is not asleep is
+    /// checked this way instead of being rung, which would wake it for nothing.
+    fn pid_alive(&self, pid: u32) -> bool {
+        let Ok(raw) = libc::pid_t::try_from(pid) else {
+            return true;
+        };
+        if raw <= 0 || pid == self.pid {
+            return true;
+        }
+        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+        let r = unsafe { libc::kill(raw, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
     }
 
     /// Maps an LMDB error to ours, naming the directory.
@@ -433,6 +572,8 @@ pub(crate) fn open(settings: &Settings) -> Result<Arc<Shared>> {
         },
         generation,
         ringer: Mutex::new(None),
+        flags: Mutex::new(HashMap::new()),
+        pid: std::process::id(),
     });
     map.insert(key, Arc::downgrade(&shared));
     Ok(shared)
@@ -493,7 +634,10 @@ pub(crate) fn after_fork_in_child() {
 pub(crate) const LOG_ENTRIES: u64 = 65_536;
 /// Most bytes the bus log keeps (topics and payloads).
 pub(crate) const LOG_BYTES: u64 = 64 << 20;
+/// The byte count of the log in directories made before `LOG_STATE_KEY` (read once, then moved).
 const LOG_BYTES_KEY: &[u8] = b"log_bytes";
+/// The log's first and last sequence numbers and byte count (8 bytes BE each).
+const LOG_STATE_KEY: &[u8] = b"log_state";
 const WATCHERS_KEY: &[u8] = b"watchers";
 
 /// A big-endian u64 (a sequence number, a node id, a count); 0 for anything else.
@@ -547,6 +691,16 @@ pub(crate) fn set_member_watching(shared: &Shared, node: u64, on: bool) -> Resul
         .map_err(h)?;
     wtxn.commit().map_err(h)
 }
+
+/// What this process knows of another member: its mapped flag, and when its process was last
+/// seen to exist.
+struct Peer {
+    flag: Arc<flag::Flag>,
+    checked: Option<std::time::Instant>,
+}
+
+/// How often a writer checks that an awake member's process still exists.
+const PEER_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Milliseconds since the Unix epoch: deadlines must mean the same in every process.
 pub(crate) fn unix_ms() -> u64 {

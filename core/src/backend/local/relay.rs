@@ -1,17 +1,28 @@
 //! The `local://` bus relay: a bounded log in LMDB and one Unix datagram doorbell per process.
 //!
 //! `publish` appends one entry (this relay's node id, the topic, the payload) to the `log`
-//! database in one write transaction, which also reads the live members, and after the commit
-//! sends each other member's doorbell a zero-byte datagram (non-blocking: a full doorbell queue
-//! means a wake-up is already pending). LMDB serialises writers, so the log is one total order:
-//! every process sees every publisher's messages in the order they were published.
+//! database in one write transaction, which also takes out of `asleep` the other members that
+//! wait on their doorbell, and after the commit sends each of those a zero-byte datagram
+//! (non-blocking: a full doorbell queue means a wake-up is already pending). LMDB serialises
+//! writers, so the log is one total order: every process sees every publisher's messages in the
+//! order they were published.
 //!
 //! A process joins when its bus gets its first subscription: it binds `bells/<node>.sock` in the
 //! directory, records itself in `members` with the log's current end as its cursor, and starts one
-//! thread that blocks on the doorbell (no polling; it also wakes every [`TICK`] to notice a dropped
-//! bus). Woken, it reads the log past its cursor in one read transaction and hands every entry of
+//! thread that reads the log past its cursor in one read transaction and hands every entry of
 //! another node to the process's own bus through the narrow [`Sink`] interface, which fans it out
 //! to the matching local mailboxes (patterns, bounds and lag notices exactly as embedded).
+//!
+//! # Sleeping and ringing
+//!
+//! Having read everything, the thread marks itself in `asleep` in a write transaction that first
+//! checks the log's end: if something was appended meanwhile it reads again instead. Then it
+//! blocks on its doorbell (no polling; it also wakes every [`TICK`] to notice a dropped bus). A
+//! writer that commits after the mark finds it, removes it in its own transaction and rings; a
+//! writer that committed before is seen by the check. So no wake-up is lost, and a burst of
+//! publishes rings a reader only when it has caught up, not once per message. (Spinning a while
+//! before sleeping, to be found awake more often, was measured and made writers slower: the
+//! spinning core's reads of the map compete with the writer.)
 //!
 //! # Bounds and lagging
 //!
@@ -21,10 +32,13 @@
 //!
 //! # Processes dying
 //!
-//! A member that died (even by SIGKILL) keeps its entry and socket file until a publisher rings it
-//! and gets `ECONNREFUSED` or `ENOENT`; that publisher removes the entry and the file and clears
-//! stale reader slots. A publish that was killed before its commit never happened; after it, it
-//! is in the log for everyone (the doorbells only wake readers early).
+//! A member that died (even by SIGKILL) keeps its entry and socket file until a publisher finds
+//! it gone: by ringing it (`ECONNREFUSED` or `ENOENT`) when it was asleep, or, when it was not,
+//! because its process no longer exists (`kill(pid, 0)`). That publisher removes the entry, the
+//! mark and the file and clears stale reader slots. A publish that was killed before its commit
+//! never happened; after it, it is in the log for everyone (the doorbells only wake readers
+//! early; a ring lost with a writer killed between its commit and its ring is made up by the
+//! reader's next [`TICK`]).
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
@@ -82,8 +96,8 @@ impl LocalRelay {
         }
     }
 
-    /// Appends the message to the log and rings every other member; returns how many other
-    /// processes were rung.
+    /// Appends the message to the log and rings the other members that wait on their doorbell
+    /// (the others are reading the log already); returns how many other processes it reaches.
     pub(crate) fn publish(&self, topic: &str, payload: &[u8]) -> Result<usize> {
         let env = self.shared.env()?;
         let h = |e| self.shared.error(e);
@@ -93,10 +107,10 @@ impl LocalRelay {
             .map_err(h)?;
         let bells = self
             .shared
-            .members(&wtxn, Some(self.node), false)
+            .wake_list(&wtxn, Some(self.node), false)
             .map_err(h)?;
         wtxn.commit().map_err(h)?;
-        Ok(self.shared.ring(&bells))
+        Ok(self.shared.wake(&bells))
     }
 
     /// Records whether this process watches store changes (it joins first if needed).
@@ -158,6 +172,7 @@ impl LocalRelay {
             stop: self.stop.clone(),
             watching: self.watching.clone(),
             store: super::store::LocalStore::new(self.shared.clone()),
+            flag: self.shared.flag(self.node, true),
         };
         std::thread::Builder::new()
             .name("hornbeam-local-relay".into())
@@ -180,46 +195,89 @@ struct Reader {
     watching: Arc<AtomicBool>,
     /// For reclaiming expired keys while this process watches.
     store: super::store::LocalStore,
+    /// This process's "asleep" flag (None if it could not be made: writers then always ring).
+    flag: Option<Arc<super::flag::Flag>>,
 }
 
 impl Reader {
     fn run(mut self) {
         let mut buf = [0u8; 16];
         let mut reaped = Instant::now();
-        // Bounded by the bus's life: every wait is at most TICK, followed by a liveness check.
+        // Bounded by the bus's life: every wait is at most TICK, followed by a liveness check;
+        // without a wait, each turn reads entries that were not there on the turn before.
         loop {
-            let _ = self.bell.recv(&mut buf);
-            // Drain the other rings that queued meanwhile: one read covers them all.
-            let _ = self.bell.set_nonblocking(true);
-            while self.bell.recv(&mut buf).is_ok() {}
-            let _ = self.bell.set_nonblocking(false);
             if self.stop.load(Ordering::Acquire) != 0 {
                 break;
             }
             let Some(sink) = self.sink.upgrade() else {
                 break;
             };
-            if self.drain(&*sink).is_err() {
+            let read = match self.drain(&*sink) {
+                Ok(n) => n,
                 // The environment is gone (a fork in this process): nothing more to read.
-                break;
-            }
+                Err(_) => break,
+            };
+            drop(sink);
             if self.watching.load(Ordering::Acquire) && reaped.elapsed() >= REAP_EVERY {
                 reaped = Instant::now();
-                // Best effort; the events come back through the log at the next wake-up.
+                // Best effort; the events come back through the log at the next turn.
                 let _ = self.store.reap_expired();
             }
+            if read > 0 {
+                continue; // writers are busy: look again before sleeping
+            }
+            match self.fall_asleep() {
+                Ok(false) => continue, // more was written meanwhile: read it first
+                Ok(true) => {}
+                Err(_) => break,
+            }
+            let _ = self.bell.recv(&mut buf);
+            if let Some(flag) = &self.flag {
+                flag.set(false); // woken by a ring (a writer took the mark) or by the TICK
+            }
+            // Drain the other rings that queued meanwhile: one read covers them all.
+            let _ = self.bell.set_nonblocking(true);
+            while self.bell.recv(&mut buf).is_ok() {}
+            let _ = self.bell.set_nonblocking(false);
         }
         self.leave();
     }
 
-    /// Reads the log past the cursor and hands other nodes' entries to the local bus.
-    fn drain(&mut self, sink: &dyn Sink) -> Result<()> {
+    /// Marks this process asleep (writers then ring its doorbell) unless the log has grown past
+    /// the cursor. The mark comes first, then a `SeqCst` fence, then the look at the log's end; a
+    /// writer commits, fences, then takes the mark. So either the writer sees the mark and rings,
+    /// or this look sees the writer's entry (`Ok(false)`: read it). No wake-up is lost.
+    fn fall_asleep(&self) -> Result<bool> {
+        let Some(flag) = self.flag.as_ref() else {
+            return Ok(true); // no flag: writers always ring (see `Shared::wake`)
+        };
+        flag.set(true);
+        let env = self.shared.env()?;
+        let h = |e| self.shared.error(e);
+        let rtxn = env.read_txn().map_err(h)?;
+        let last = self
+            .shared
+            .dbs
+            .log
+            .last(&rtxn)
+            .map_err(h)?
+            .map_or(0, |(k, _)| be_u64(k));
+        if last > self.cursor {
+            flag.set(false);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Reads the log past the cursor and hands other nodes' entries to the local bus; returns
+    /// how many entries it read.
+    fn drain(&mut self, sink: &dyn Sink) -> Result<usize> {
         let env = self.shared.env()?;
         let dbs = self.shared.dbs;
         let h = |e| self.shared.error(e);
         let rtxn = env.read_txn().map_err(h)?;
         let Some(first) = dbs.log.first(&rtxn).map_err(h)?.map(|(k, _)| be_u64(k)) else {
-            return Ok(());
+            return Ok(0);
         };
         if first > self.cursor + 1 {
             sink.note_gap(first - self.cursor - 1);
@@ -230,8 +288,10 @@ impl Reader {
             std::ops::Bound::Included(&from[..]),
             std::ops::Bound::<&[u8]>::Unbounded,
         );
+        let mut read = 0;
         for item in dbs.log.range(&rtxn, &range).map_err(h)? {
             let (k, v) = item.map_err(h)?;
+            read += 1;
             self.cursor = be_u64(k);
             match open_log_entry(v) {
                 // This process's own messages were delivered locally by `publish`.
@@ -247,7 +307,7 @@ impl Reader {
                 None => {}
             }
         }
-        Ok(())
+        Ok(read)
     }
 
     fn leave(&self) {

@@ -125,17 +125,17 @@ impl LocalStore {
             self.last_reap.store(now, Ordering::Relaxed);
             self.reap_in(&mut wtxn, now, REAP_BATCH, &mut changes)?;
         }
-        let mut bells = Vec::new();
+        let mut bells = super::Bells::new();
         if !changes.events.is_empty() {
             for (kind, key, value) in &changes.events {
                 self.shared
                     .append(&mut wtxn, 0, *kind as u8, key, value)
                     .map_err(self.h())?;
             }
-            bells = self.shared.members(&wtxn, None, true).map_err(self.h())?;
+            bells = self.shared.wake_list(&wtxn, None, true).map_err(self.h())?;
         }
         wtxn.commit().map_err(self.h())?;
-        self.shared.ring(&bells);
+        self.shared.wake(&bells);
         Ok(out)
     }
 
