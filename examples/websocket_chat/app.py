@@ -39,7 +39,7 @@ from typing import Any, Optional
 from urllib.parse import parse_qs
 
 import hornbeam_erlang as hb
-from hornbeam_channels import Fanout, OriginGuard, Outbox, SlowConsumer, lag_notice
+from hornbeam_channels import Fanout, OriginGuard, Outbox, SlowConsumer, Wire, lag_notice
 from hornbeam_channels.asgi import Receive, Scope, Send
 from hornbeam_channels.outbox import CLOSE_TOO_SLOW
 from hornbeam_channels.routing import lifespan, respond, respond_json, route_path
@@ -162,9 +162,10 @@ class UserWatch:
             else:
                 frames = self.apply(room, batch)
             for text in frames:
+                wire = Wire(text)  # encoded once for every member
                 for member in tuple(room.members):
                     # False: that client is gone or dropped; its handler leaves the room.
-                    member.offer(text)
+                    member.offer(text, wire)
 
     @staticmethod
     def apply(room: _RoomUsers, batch: list[hb.Message]) -> list[str]:

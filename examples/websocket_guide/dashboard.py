@@ -41,7 +41,7 @@ from typing import Any, Optional
 from urllib.parse import parse_qs
 
 import hornbeam_erlang as hb
-from hornbeam_channels import OriginGuard, Outbox, SlowConsumer
+from hornbeam_channels import OriginGuard, Outbox, SlowConsumer, Wire
 from hornbeam_erlang import state_get_multi, state_incr, state_set
 
 from ._asgi import ASGIApp, Receive, Scope, Send, handle_lifespan, render_page, respond, respond_html, respond_json, route_path
@@ -239,10 +239,11 @@ class MetricsWatch:
                 self.apply(watcher, batch)
             if watcher.values != before:
                 watcher.text = watcher.snapshot()
+                wire = Wire(watcher.text)  # encoded once for every dashboard
                 for member in tuple(watcher.members):
                     # False: the dashboard is gone or was dropped for not reading; its own
                     # connection handler sees its outbox end and leaves.
-                    member.offer(watcher.text)
+                    member.offer(watcher.text, wire)
                 # Coalescing: what changes meanwhile waits in the mailbox for the next snapshot.
                 await asyncio.sleep(self.min_gap)
 

@@ -31,7 +31,8 @@ example apps are built on it):
 * :mod:`hornbeam_channels.asgi`: the ASGI types;
 * :mod:`hornbeam_channels.routing`: ``route_path``, ``respond``, ``respond_json``, ``lifespan``;
 * :mod:`hornbeam_channels.outbox`: ``Outbox``, the bounded outgoing frames of one socket (the
-  slow-consumer rule: past the bound, close 1008);
+  slow-consumer rule: past the bound, close 1008), and ``Wire``, a frame encoded once for many
+  sockets;
 * :mod:`hornbeam_channels.fanout`: ``Fanout``, one mailbox and one sending task per topic per
   process, writing each message, encoded once, to every member's outbox.
 """
@@ -44,7 +45,7 @@ from ._origin import OriginGuard, origin_allowed
 from ._registry import Channel, channel, get_channel, list_channels, unregister
 from ._socket import Socket
 from .fanout import Fanout, Frame, lag_notice, lag_skip, render_text
-from .outbox import Outbox, SlowConsumer
+from .outbox import Outbox, SlowConsumer, Wire
 from .routing import lifespan, respond, respond_json, route_path
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "Outbox",
     "Socket",
     "SlowConsumer",
+    "Wire",
     "asgi_endpoint",
     "broadcast",
     "broadcast_from",

@@ -59,6 +59,7 @@ from typing import Any, Callable, Hashable, Iterator, NamedTuple, Optional
 
 import hornbeam_erlang as hb
 
+from ._fastlane import Wire
 from .outbox import Outbox
 
 __all__ = ["Fanout", "Frame", "LagPolicy", "Render", "Skip", "lag_notice", "lag_skip",
@@ -278,6 +279,7 @@ class Fanout:
 
     def _send(self, members: dict[Outbox, tuple[Hashable, Optional[Skip]]], frame: Frame) -> None:
         text, exclude, _ = frame
+        wire = Wire(text)  # the frame's bytes, made once if some member takes the fastlane
         gone: Optional[list[Outbox]] = None
         # A snapshot: a send never runs member code, but a drop ends the member's connection,
         # whose cleanup may leave groups, this one included.
@@ -286,7 +288,7 @@ class Fanout:
                 continue
             if skip is not None and skip(frame):
                 continue
-            if not member.offer(text):
+            if not member.offer(text, wire):
                 if gone is None:
                     gone = []
                 gone.append(member)

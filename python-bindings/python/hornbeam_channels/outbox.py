@@ -13,7 +13,12 @@ Every frame a connection sends goes through its `Outbox`, which never waits for 
   :meth:`Outbox.wait_ended` returns), which ends the connection like a client leaving.
 
 So a client that stops reading costs at most ``max_chars`` characters plus the transport's
-buffers, and everyone else keeps getting their frames at full speed. The channels layer, the
+buffers, and everyone else keeps getting their frames at full speed.
+
+Under uvicorn (its default WebSocket implementation) a frame that would be written at once is
+written to the transport directly, its bytes made once per message for every connection it goes
+to (:class:`Wire`; on a compressed connection, frames under 1 KiB, sent uncompressed: see
+:mod:`hornbeam_channels._fastlane`). The channels layer, the
 topic fan-out (:mod:`hornbeam_channels.fanout`) and the example apps all send through one.
 """
 
@@ -25,9 +30,10 @@ import contextlib
 import logging
 from typing import Any, Awaitable, Callable, Coroutine, Generator, Optional
 
+from ._fastlane import COMPRESS_MIN, Lane, Wire, text_frame
 from .asgi import Send
 
-__all__ = ["CLOSE_TOO_SLOW", "DEFAULT_MAX_CHARS", "Outbox", "SlowConsumer"]
+__all__ = ["CLOSE_TOO_SLOW", "DEFAULT_MAX_CHARS", "Outbox", "SlowConsumer", "Wire"]
 
 log = logging.getLogger("hornbeam_channels")
 
@@ -106,6 +112,9 @@ class Outbox:
         # Set by `for_asgi`: the raw ASGI send, called directly on the fast path (one call frame
         # less per frame than `send_text`, which the fan-out pays once per member).
         self._asgi_send: Optional[Send] = None
+        # Set by `for_asgi` when the send is uvicorn's own: frames are then written to the
+        # transport directly while uvicorn would write them at once (see `_fastlane`).
+        self._lane: Optional[Lane] = None
 
     @classmethod
     def for_asgi(cls, send: Send, *, name: str = "",
@@ -123,7 +132,17 @@ class Outbox:
 
         outbox = cls(send_text, close, name=name, max_chars=max_chars)
         outbox._asgi_send = send
+        outbox._lane = Lane.of(send)
         return outbox
+
+    @property
+    def fastlane(self) -> bool:
+        """True when a small frame offered now would be written straight to the connection's
+        transport (uvicorn's WebSocket protocol, no extension or ``permessage-deflate``, the
+        transport accepting data: see :mod:`hornbeam_channels._fastlane`)."""
+        lane = self._lane
+        return (lane is not None and self._writer is None and lane.ready()
+                and lane.limit() >= COMPRESS_MIN - 1)
 
     @property
     def writing(self) -> bool:
@@ -140,17 +159,28 @@ class Outbox:
         """True once the client was dropped or found gone: nothing more will be sent."""
         return self.dropped or self._gone is not None
 
-    def offer(self, text: str) -> bool:
+    def offer(self, text: str, wire: Optional[Wire] = None) -> bool:
         """Sends ``text`` after what already waits, without awaiting anything.
 
         The synchronous form of :meth:`send`, for a loop that writes one frame to many
         connections (the topic fan-out): returns False, instead of raising, when the outbox has
         ended (the client is gone, or this frame passed the bound: the client is then being
-        dropped, see :meth:`drop_soon`).
+        dropped, see :meth:`drop_soon`). ``wire``, when given, holds ``text``'s frame, made once
+        for every connection it goes to.
         """
         if self.dropped or self._gone is not None:
             return False
         if self._writer is None:
+            lane = self._lane
+            if lane is not None and lane.ready():
+                frame = wire.frame() if wire is not None else text_frame(text)
+                if len(frame) <= lane.limit():
+                    try:
+                        lane.write(frame)
+                    except Exception as exc:  # the client is gone
+                        self._set_gone(exc)
+                        return False
+                    return True
             # Nothing in flight: send now, in this task, unless the transport makes it wait.
             asgi_send = self._asgi_send
             if asgi_send is not None:
