@@ -31,11 +31,69 @@ pub(crate) struct PyMessage {
     lagged: u64,
 }
 
+/// The last message this thread decoded that other mailboxes also received, with its value: one
+/// publish to many subscribers is decoded once per thread, and each receiver gets its own copy
+/// of the value's lists and dicts (sharing only the immutable objects inside), which costs less
+/// than decoding again. The message is held, so its allocation (the cache key) cannot be reused
+/// by another message while it is here.
+struct Decoded {
+    msg: hornbeam_core::Message,
+    value: Py<PyAny>,
+}
+
+thread_local! {
+    static LAST_DECODED: std::cell::RefCell<Option<Decoded>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A copy of a decoded value in which every list and dict is new (what decoding again would
+/// give, without parsing or making strings and numbers again).
+fn fresh<'py>(v: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = v.py();
+    if let Ok(list) = v.downcast_exact::<PyList>() {
+        let items = list
+            .iter()
+            .map(|item| fresh(&item))
+            .collect::<PyResult<Vec<_>>>()?;
+        return Ok(PyList::new(py, items)?.into_any());
+    }
+    if let Ok(dict) = v.downcast_exact::<pyo3::types::PyDict>() {
+        let out = pyo3::types::PyDict::new(py);
+        for (k, item) in dict.iter() {
+            out.set_item(k, fresh(&item)?)?;
+        }
+        return Ok(out.into_any());
+    }
+    Ok(v.clone())
+}
+
 impl PyMessage {
     /// The payload decoded; payloads published from C may be raw bytes: those come back as bytes.
     fn payload<'py>(py: Python<'py>, m: &hornbeam_core::Message) -> PyResult<Bound<'py, PyAny>> {
-        decode(py, m.payload())
-            .or_else(|_| Ok(pyo3::types::PyBytes::new(py, m.payload()).into_any()))
+        // The borrow ends before any Python code runs (a copy, a decode, a finalizer).
+        let cached = LAST_DECODED.with(|c| {
+            c.borrow()
+                .as_ref()
+                .filter(|d| d.msg.shares_with(m))
+                .map(|d| d.value.clone_ref(py))
+        });
+        if let Some(value) = cached {
+            return fresh(value.bind(py));
+        }
+        let value = decode(py, m.payload())
+            .or_else(|_| Ok::<_, PyErr>(pyo3::types::PyBytes::new(py, m.payload()).into_any()))?;
+        if !m.is_shared() {
+            return Ok(value);
+        }
+        let copy = fresh(&value)?;
+        let old = LAST_DECODED.with(|c| {
+            c.replace(Some(Decoded {
+                msg: m.clone(),
+                value: value.unbind(),
+            }))
+        });
+        drop(old); // outside the borrow: dropping a value may run Python code
+        Ok(copy)
     }
 
     /// The watch event's kind, when this is one.
@@ -78,7 +136,7 @@ impl PyMessage {
     }
 
     /// The published object; for a watch event, the dict `{'op', 'key', 'value'}`; None for a
-    /// lag notice. Decoded anew at each access.
+    /// lag notice. A new object at each access (its lists and dicts are never shared).
     #[getter]
     fn message<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.data(py)

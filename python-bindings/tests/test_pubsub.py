@@ -311,3 +311,33 @@ def test_fork_child_gets_a_fresh_working_engine():
     shared = hb.backend() in ("redis", "local")
     assert hb.state_get("parent") == 1 and hb.state_get("child") == (2 if shared else None)
     mb.close()
+
+
+def test_each_receiver_gets_its_own_copy_of_one_publish():
+    # One publish to many mailboxes is decoded once per thread; every receiver (and every access)
+    # still gets lists and dicts of its own, equal to what was published.
+    sent = {"users": [{"name": "ann", "tags": ["a", "b"]}, {"name": "bob", "tags": []}],
+            "n": 2, "t": "text", "raw": b"\x00\x01", "f": 1.5, "none": None}
+    boxes = [Mailbox() for _ in range(3)]
+    try:
+        for mb in boxes:
+            mb.subscribe("copies:t")
+        assert hb.publish("copies:t", sent) == 3
+        got = [mb.recv_nowait().message for mb in boxes]
+        assert got == [sent, sent, sent]
+        got[0]["users"][0]["tags"].append("mutated")
+        got[0]["users"].append("extra")
+        got[1]["n"] = 99
+        assert got[2] == sent, "a receiver's changes never reach another's copy"
+        assert got[1]["users"] == sent["users"]
+        assert got[0] is not got[1] and got[1]["users"] is not got[2]["users"]
+        assert got[1]["users"][0] is not got[2]["users"][0]
+        # A second access to one message is a new object too.
+        hb.publish("copies:t", [[1], [2]])
+        first = boxes[0].recv_nowait()
+        a, b = first.message, first.message
+        a[0].append(3)
+        assert b == [[1], [2]] and boxes[1].recv_nowait().message == [[1], [2]]
+    finally:
+        for mb in boxes:
+            mb.close()

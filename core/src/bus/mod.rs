@@ -137,6 +137,13 @@ impl Message {
         Arc::ptr_eq(&self.data, &other.data)
     }
 
+    /// Whether another handle to this message's allocation exists: the publish reached other
+    /// mailboxes (or a receiver holds a copy), so a binding that converts it may keep the
+    /// conversion for the next receiver (see [`Message::shares_with`]).
+    pub fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.data) > 1
+    }
+
     /// Bytes it counts for against a mailbox's byte bound.
     #[inline]
     pub(crate) fn size(&self) -> usize {
