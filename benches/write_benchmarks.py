@@ -48,7 +48,7 @@ SECTIONS: list[tuple[str, str, str]] = [
     ("local", "Many workers: local:// beside the embedded engine and the Redis backend",
      f"{PY} benches/python/bench_local.py --rounds 3"),
     ("watch", "Watching state: what a watcher costs a write, on every backend",
-     f"{PY} benches/python/bench_watch.py --rounds 3"),
+     f"{PY} benches/python/bench_watch.py --rounds 3 --before 56449c8"),
     ("chat", "WebSocket chat (seed 000) beside the Zenith way (a dict of sockets, a loop of sends)",
      f"{PY} benches/ws/chat_bench.py --rounds 3"),
     ("channels", "Channels (seed 002): broadcast fan-out and presence",
