@@ -112,7 +112,9 @@ def build_before(rev: str, tmp: str) -> str:
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
     maturin = Path(sys.executable).with_name("maturin")
     env = dict(os.environ, VIRTUAL_ENV=venv, CARGO_TARGET_DIR=f"{tmp}/target")
-    subprocess.run([str(maturin), "develop", "--release", "-q"], cwd=tree, env=env, check=True)
+    # Its output goes to stderr: stdout is the report.
+    subprocess.run([str(maturin), "develop", "--release", "-q"], cwd=tree, env=env, check=True,
+                   stdout=sys.stderr)
     return f"{venv}/bin/python"
 
 
