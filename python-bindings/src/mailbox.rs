@@ -31,19 +31,29 @@ pub(crate) struct PyMessage {
     lagged: u64,
 }
 
-/// The last message this thread decoded that other mailboxes also received, with its value: one
+/// Messages this thread decoded that other mailboxes also received, with their values: one
 /// publish to many subscribers is decoded once per thread, and each receiver gets its own copy
 /// of the value's lists and dicts (sharing only the immutable objects inside), which costs less
-/// than decoding again. The message is held, so its allocation (the cache key) cannot be reused
-/// by another message while it is here.
+/// than decoding again. Direct-mapped by the message's allocation, so subscribers that each
+/// read a burst of messages (task after task) still find them; each slot holds its message, so
+/// that allocation (the key) cannot be reused by another message while it is cached.
 struct Decoded {
     msg: hornbeam_core::Message,
     value: Py<PyAny>,
 }
 
+/// Slots of the decode cache (a power of two).
+const DECODED_SLOTS: usize = 64;
+/// Largest payload kept in the decode cache (the cache holds its messages alive).
+const DECODED_MAX: usize = 64 << 10;
+
 thread_local! {
-    static LAST_DECODED: std::cell::RefCell<Option<Decoded>> =
-        const { std::cell::RefCell::new(None) };
+    static DECODED: std::cell::RefCell<Vec<Option<Decoded>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn decoded_slot(m: &hornbeam_core::Message) -> usize {
+    (m.payload().as_ptr() as usize >> 4).wrapping_mul(0x9E37_79B9) >> 8 & (DECODED_SLOTS - 1)
 }
 
 /// A copy of a decoded value in which every list and dict is new (what decoding again would
@@ -71,9 +81,11 @@ impl PyMessage {
     /// The payload decoded; payloads published from C may be raw bytes: those come back as bytes.
     fn payload<'py>(py: Python<'py>, m: &hornbeam_core::Message) -> PyResult<Bound<'py, PyAny>> {
         // The borrow ends before any Python code runs (a copy, a decode, a finalizer).
-        let cached = LAST_DECODED.with(|c| {
+        let slot = decoded_slot(m);
+        let cached = DECODED.with(|c| {
             c.borrow()
-                .as_ref()
+                .get(slot)
+                .and_then(Option::as_ref)
                 .filter(|d| d.msg.shares_with(m))
                 .map(|d| d.value.clone_ref(py))
         });
@@ -82,15 +94,19 @@ impl PyMessage {
         }
         let value = decode(py, m.payload())
             .or_else(|_| Ok::<_, PyErr>(pyo3::types::PyBytes::new(py, m.payload()).into_any()))?;
-        if !m.is_shared() {
+        if !m.is_shared() || m.payload().len() > DECODED_MAX {
             return Ok(value);
         }
         let copy = fresh(&value)?;
-        let old = LAST_DECODED.with(|c| {
-            c.replace(Some(Decoded {
+        let old = DECODED.with(|c| {
+            let mut slots = c.borrow_mut();
+            if slots.is_empty() {
+                slots.resize_with(DECODED_SLOTS, || None);
+            }
+            slots[slot].replace(Decoded {
                 msg: m.clone(),
                 value: value.unbind(),
-            }))
+            })
         });
         drop(old); // outside the borrow: dropping a value may run Python code
         Ok(copy)
