@@ -39,7 +39,8 @@ from typing import Any, Optional
 from urllib.parse import parse_qs
 
 import hornbeam_erlang as hb
-from hornbeam_channels import Fanout, OriginGuard, Outbox, SlowConsumer, Wire, lag_notice
+from hornbeam_channels import (Fanout, OriginGuard, Outbox, SlowConsumer, Wire, lag_notice,
+                               next_batch)
 from hornbeam_channels.asgi import Receive, Scope, Send
 from hornbeam_channels.outbox import CLOSE_TOO_SLOW
 from hornbeam_channels.routing import lifespan, respond, respond_json, route_path
@@ -146,13 +147,7 @@ class UserWatch:
         return None if room is None else dict(room.users)
 
     async def _run(self, room: _RoomUsers) -> None:
-        mailbox = room.mailbox
-        while True:
-            try:
-                first = await mailbox.recv()
-                batch = [first, *mailbox.drain()]
-            except hb.MailboxClosed:
-                return
+        while (batch := await next_batch(room.mailbox)) is not None:
             dropped = sum(msg.lagged for msg in batch)
             if dropped or any(msg.op == "clear" for msg in batch):
                 if dropped:

@@ -41,7 +41,7 @@ from typing import Any, Optional
 from urllib.parse import parse_qs
 
 import hornbeam_erlang as hb
-from hornbeam_channels import OriginGuard, Outbox, SlowConsumer, Wire
+from hornbeam_channels import OriginGuard, Outbox, SlowConsumer, Wire, next_batch
 from hornbeam_erlang import state_get_multi, state_incr, state_set
 
 from ._asgi import ASGIApp, Receive, Scope, Send, handle_lifespan, render_page, respond, respond_html, respond_json, route_path
@@ -222,13 +222,7 @@ class MetricsWatch:
             task.cancel()
 
     async def _run(self, watcher: _Watcher) -> None:
-        mailbox = watcher.mailbox
-        while True:
-            try:
-                first = await mailbox.recv()
-                batch = [first, *mailbox.drain()]
-            except hb.MailboxClosed:
-                return
+        while (batch := await next_batch(watcher.mailbox)) is not None:
             before = dict(watcher.values)
             dropped = sum(msg.lagged for msg in batch)
             if dropped:

@@ -12,20 +12,15 @@ import asyncio
 import json
 from typing import Any
 
-from hornbeam_channels import Fanout, Outbox, lag_skip
+from hornbeam_channels import Fanout, Outbox, lag_skip, lifespan
 
 room = Fanout(on_lag=lag_skip, name="fastlane test")
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     if scope["type"] != "websocket":
         return
     if (await receive())["type"] != "websocket.connect":

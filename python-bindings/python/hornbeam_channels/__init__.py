@@ -44,7 +44,7 @@ from ._endpoint import CLIENT_JS, ChannelsEndpoint, asgi_endpoint
 from ._origin import OriginGuard, origin_allowed
 from ._registry import Channel, channel, get_channel, list_channels, unregister
 from ._socket import Socket
-from .fanout import Fanout, Frame, lag_notice, lag_skip, render_text
+from .fanout import Fanout, Frame, lag_notice, lag_skip, next_batch, render_text
 from .outbox import Outbox, SlowConsumer, Wire
 from .routing import lifespan, respond, respond_json, route_path
 
@@ -67,6 +67,7 @@ __all__ = [
     "lag_notice",
     "lag_skip",
     "lifespan",
+    "next_batch",
     "list_channels",
     "origin_allowed",
     "owner_of",

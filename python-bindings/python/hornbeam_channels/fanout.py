@@ -63,7 +63,7 @@ from ._fastlane import Wire
 from .outbox import Outbox
 
 __all__ = ["Fanout", "Frame", "LagPolicy", "Render", "Skip", "lag_notice", "lag_skip",
-           "render_text"]
+           "next_batch", "render_text"]
 
 log = logging.getLogger("hornbeam_channels")
 
@@ -109,6 +109,21 @@ def lag_notice(make: Callable[[int], str]) -> LagPolicy:
     def policy(topic: str, dropped: int) -> Optional[str]:
         return make(dropped)
     return policy
+
+
+async def next_batch(mailbox: hb.Mailbox) -> Optional[list[hb.Message]]:
+    """Waits until ``mailbox`` holds something, then takes all it holds (lag notices included,
+    in order); None once the mailbox is closed. The loop of a task that serves one mailbox::
+
+        while (batch := await next_batch(mailbox)) is not None:
+            ...
+
+    Cancelling it loses nothing (``recv`` takes a message only once it is ready)."""
+    try:
+        first = await mailbox.recv()
+        return [first, *mailbox.drain()]
+    except hb.MailboxClosed:
+        return None
 
 
 class _Group:
@@ -244,12 +259,7 @@ class Fanout:
     async def _run(self, group: _Group) -> None:
         mailbox = group.mailbox
         members = group.members
-        while True:
-            try:
-                first = await mailbox.recv()
-                batch = [first, *mailbox.drain()]
-            except hb.MailboxClosed:
-                return
+        while (batch := await next_batch(mailbox)) is not None:
             self._deliver(group, batch)
             if not members:
                 return
