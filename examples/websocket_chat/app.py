@@ -160,7 +160,7 @@ class UserWatch:
                 wire = Wire(text)  # encoded once for every member
                 for member in tuple(room.members):
                     # False: that client is gone or dropped; its handler leaves the room.
-                    member.offer(text, wire)
+                    member.offer(wire)
 
     @staticmethod
     def apply(room: _RoomUsers, batch: list[hb.Message]) -> list[str]:

@@ -237,7 +237,7 @@ class MetricsWatch:
                 for member in tuple(watcher.members):
                     # False: the dashboard is gone or was dropped for not reading; its own
                     # connection handler sees its outbox end and leaves.
-                    member.offer(watcher.text, wire)
+                    member.offer(wire)
                 # Coalescing: what changes meanwhile waits in the mailbox for the next snapshot.
                 await asyncio.sleep(self.min_gap)
 

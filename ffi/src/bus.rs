@@ -78,20 +78,22 @@ pub struct HbMailbox(Mailbox);
 
 impl Handle for HbMailbox {}
 
-/// Borrows the mailbox handle and the UTF-8 topic that subscribe and unsubscribe start with.
+/// Borrows the mailbox handle and the UTF-8 text (a topic, or a key prefix, named `what` in
+/// errors) that subscribe, unsubscribe, watch and unwatch start with.
 ///
 /// # Safety
-/// `mailbox` is NULL or a live handle; `topic` is NULL or valid for reads of `topic_len` bytes.
-unsafe fn mailbox_topic<'a>(
+/// `mailbox` is NULL or a live handle; `ptr` is NULL or valid for reads of `len` bytes.
+unsafe fn mailbox_text<'a>(
     mailbox: *const HbMailbox,
-    topic: *const u8,
-    topic_len: usize,
+    ptr: *const u8,
+    len: usize,
+    what: &str,
 ) -> Result<(&'a HbMailbox, &'a str), HbStatus> {
     // SAFETY: forwarded from this function's contract.
     unsafe {
         Ok((
             HbMailbox::from_ptr(mailbox, "mailbox")?,
-            text(topic, topic_len, "topic")?,
+            text(ptr, len, what)?,
         ))
     }
 }
@@ -138,7 +140,7 @@ pub unsafe extern "C" fn hb_mailbox_subscribe(
 ) -> HbStatus {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
-        let (m, topic) = unsafe { mailbox_topic(mailbox, topic, topic_len) }?;
+        let (m, topic) = unsafe { mailbox_text(mailbox, topic, topic_len, "topic") }?;
         m.0.subscribe(topic).map(drop).map_err(from_error)
     })
 }
@@ -155,7 +157,7 @@ pub unsafe extern "C" fn hb_mailbox_unsubscribe(
 ) -> HbStatus {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
-        let (m, topic) = unsafe { mailbox_topic(mailbox, topic, topic_len) }?;
+        let (m, topic) = unsafe { mailbox_text(mailbox, topic, topic_len, "topic") }?;
         m.0.unsubscribe(topic).map(drop).map_err(from_error)
     })
 }
@@ -182,7 +184,7 @@ pub unsafe extern "C" fn hb_mailbox_watch(
 ) -> HbStatus {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
-        let (m, prefix) = unsafe { mailbox_prefix(mailbox, prefix, prefix_len) }?;
+        let (m, prefix) = unsafe { mailbox_text(mailbox, prefix, prefix_len, "prefix") }?;
         m.0.watch(prefix).map(drop).map_err(from_error)
     })
 }
@@ -200,27 +202,9 @@ pub unsafe extern "C" fn hb_mailbox_unwatch(
 ) -> HbStatus {
     guard(|| {
         // SAFETY: forwarded from this function's contract.
-        let (m, prefix) = unsafe { mailbox_prefix(mailbox, prefix, prefix_len) }?;
+        let (m, prefix) = unsafe { mailbox_text(mailbox, prefix, prefix_len, "prefix") }?;
         m.0.unwatch(prefix).map(drop).map_err(from_error)
     })
-}
-
-/// Borrows the mailbox handle and the UTF-8 key prefix that watch and unwatch start with.
-///
-/// # Safety
-/// `mailbox` is NULL or a live handle; `prefix` is NULL or valid for reads of `prefix_len` bytes.
-unsafe fn mailbox_prefix<'a>(
-    mailbox: *const HbMailbox,
-    prefix: *const u8,
-    prefix_len: usize,
-) -> Result<(&'a HbMailbox, &'a str), HbStatus> {
-    // SAFETY: forwarded from this function's contract.
-    unsafe {
-        Ok((
-            HbMailbox::from_ptr(mailbox, "mailbox")?,
-            text(prefix, prefix_len, "prefix")?,
-        ))
-    }
 }
 
 fn deliver(r: Result<Message, RecvError>, out: *mut *mut HbMessage) -> Result<(), HbStatus> {

@@ -440,21 +440,17 @@ impl PyMailbox {
     }
 
     fn __repr__(&self) -> String {
+        let mut out = format!(
+            "Mailbox(id={}, subscriptions={:?}",
+            self.inner.id(),
+            self.subscriptions().unwrap_or_default()
+        );
         let watches = self.watches().unwrap_or_default();
-        if watches.is_empty() {
-            format!(
-                "Mailbox(id={}, subscriptions={:?})",
-                self.inner.id(),
-                self.subscriptions().unwrap_or_default()
-            )
-        } else {
-            format!(
-                "Mailbox(id={}, subscriptions={:?}, watches={:?})",
-                self.inner.id(),
-                self.subscriptions().unwrap_or_default(),
-                watches
-            )
+        if !watches.is_empty() {
+            out.push_str(&format!(", watches={watches:?}"));
         }
+        out.push(')');
+        out
     }
 }
 

@@ -25,25 +25,6 @@ def shared() -> bool:
     return hb.backend() in ("local", "redis")
 
 
-def watches_available() -> bool:
-    """True when the backend has watches; when it refuses them, checks that it says so clearly."""
-    with Mailbox() as mb:
-        try:
-            mb.watch("probe:")
-        except ValueError as e:
-            assert hb.backend() == "redis", f"only Redis may refuse watches, {hb.backend()} did: {e}"
-            assert "not available on the Redis backend" in str(e), e
-            assert mb.watches() == []
-            return False
-    return True
-
-
-@pytest.fixture
-def need_watches():
-    if not watches_available():
-        pytest.skip("this backend refuses watches (checked: with a clear error)")
-
-
 def next_item(mb: Mailbox):
     msg = mb.recv(timeout=WAIT)
     assert msg is not None, f"no event within {WAIT} s"
@@ -56,7 +37,7 @@ def event(mb: Mailbox) -> tuple:
     return (msg.op, msg.key, msg.value)
 
 
-def test_every_operation_produces_its_event_with_the_committed_value(need_watches):
+def test_every_operation_produces_its_event_with_the_committed_value():
     with Mailbox() as mb:
         assert mb.watch("room:") is True
         assert mb.watch("room:") is False, "already watched"
@@ -113,7 +94,7 @@ def test_every_operation_produces_its_event_with_the_committed_value(need_watche
         assert [event(mb)[2] for _ in range(50)] == list(range(50))
 
 
-def test_unwatch_stops_events(need_watches):
+def test_unwatch_stops_events():
     with Mailbox() as mb:
         mb.watch("a:")
         hb.state_set("a:1", 1)
@@ -132,7 +113,7 @@ def test_unwatch_stops_events(need_watches):
         assert mb.recv_nowait() is None
 
 
-def test_messages_and_lag_notices_are_not_changes(need_watches):
+def test_messages_and_lag_notices_are_not_changes():
     with Mailbox() as mb:
         mb.subscribe("news")
         mb.watch("news")
@@ -147,7 +128,7 @@ def test_messages_and_lag_notices_are_not_changes(need_watches):
         assert 'watches=["news"]' in repr(mb)
 
 
-def test_watcher_that_falls_behind_gets_a_lag_notice(need_watches):
+def test_watcher_that_falls_behind_gets_a_lag_notice():
     small = Mailbox(capacity=8)
     big = Mailbox(capacity=10_000)
     small.watch("lag:")
@@ -188,7 +169,7 @@ def poll_pubsub(n: int) -> list:
     return got
 
 
-def test_module_level_watch_in_a_thread_with_check_pubsub(need_watches):
+def test_module_level_watch_in_a_thread_with_check_pubsub():
     left = hb.current_mailbox()  # another test's, in this same thread
     if left is not None:
         left.close()
@@ -215,7 +196,7 @@ def test_module_level_watch_in_a_thread_with_check_pubsub(need_watches):
     assert hb.current_mailbox() is None
 
 
-async def test_module_level_watch_in_asyncio_tasks(need_watches):
+async def test_module_level_watch_in_asyncio_tasks():
     ready = asyncio.Event()
     started = []
 
@@ -251,7 +232,7 @@ async def test_module_level_watch_in_asyncio_tasks(need_watches):
     assert hb.current_mailbox() is None, "the test's own task never watched"
 
 
-async def test_async_consumer_parked_in_the_hub_is_woken_by_an_event(need_watches):
+async def test_async_consumer_parked_in_the_hub_is_woken_by_an_event():
     mb = hb.watch("live:")
     loop = asyncio.get_running_loop()
     waiter = asyncio.ensure_future(mb.recv())
@@ -280,7 +261,7 @@ async def test_async_consumer_parked_in_the_hub_is_woken_by_an_event(need_watche
     mb.close()
 
 
-def test_receive_pubsub_gives_events_as_json_ready_dicts(need_watches):
+def test_receive_pubsub_gives_events_as_json_ready_dicts():
     mb = hb.watch("j:")
     hb.state_set("j:1", {"a": [1, 2]})
     item = hb.receive_pubsub(timeout=WAIT)
@@ -339,7 +320,7 @@ EXPECTED = [["set", "xp:user:1", {"name": "ann"}], ["incr", "xp:count", 2],
             ["delete", "xp:user:1", None], ["set", "xp:done", True]]
 
 
-def test_a_watcher_sees_the_writes_of_another_process(need_watches, tmp_path):
+def test_a_watcher_sees_the_writes_of_another_process(tmp_path):
     writer = tmp_path / "writer.py"
     writer.write_text(textwrap.dedent(WRITER))
     if shared():

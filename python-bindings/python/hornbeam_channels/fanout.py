@@ -289,7 +289,7 @@ class Fanout:
 
     def _send(self, members: dict[Outbox, tuple[Hashable, Optional[Skip]]], frame: Frame) -> None:
         text, exclude, _ = frame
-        wire = Wire(text)  # the frame's bytes, made once if some member takes the fastlane
+        wire = Wire(text)  # its frame's bytes are made once, if some member takes the fastlane
         gone: Optional[list[Outbox]] = None
         # A snapshot: a send never runs member code, but a drop ends the member's connection,
         # whose cleanup may leave groups, this one included.
@@ -298,7 +298,7 @@ class Fanout:
                 continue
             if skip is not None and skip(frame):
                 continue
-            if not member.offer(text, wire):
+            if not member.offer(wire):
                 if gone is None:
                     gone = []
                 gone.append(member)

@@ -159,17 +159,20 @@ class Outbox:
         """True once the client was dropped or found gone: nothing more will be sent."""
         return self.dropped or self._gone is not None
 
-    def offer(self, text: str, wire: Optional[Wire] = None) -> bool:
+    def offer(self, text: "str | Wire") -> bool:
         """Sends ``text`` after what already waits, without awaiting anything.
 
         The synchronous form of :meth:`send`, for a loop that writes one frame to many
         connections (the topic fan-out): returns False, instead of raising, when the outbox has
         ended (the client is gone, or this frame passed the bound: the client is then being
-        dropped, see :meth:`drop_soon`). ``wire``, when given, holds ``text``'s frame, made once
+        dropped, see :meth:`drop_soon`). A :class:`Wire` carries its text and the frame made once
         for every connection it goes to.
         """
         if self.dropped or self._gone is not None:
             return False
+        wire: Optional[Wire] = None
+        if isinstance(text, Wire):
+            wire, text = text, text.text
         if self._writer is None:
             lane = self._lane
             if lane is not None and lane.ready():

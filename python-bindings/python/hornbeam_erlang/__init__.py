@@ -355,7 +355,8 @@ def check_pubsub() -> Optional[Message]:
 def receive_pubsub(timeout: float = 0) -> Optional[dict[str, Any]]:
     """Hornbeam's poll of the current task's mailbox: the next message as a dict (``topic``,
     ``message``; a watch event's message is ``{"op": ..., "key": ..., "value": ...}``; a lag
-    notice is ``{"topic": None, "message": None, "lagged": n}``) so that it can be sent as JSON, or None when none arrives within `timeout` seconds (0: at once). A
+    notice is ``{"topic": None, "message": None, "lagged": n}``) so that it can be sent as JSON,
+    or None when none arrives within `timeout` seconds (0: at once). A
     positive timeout blocks the thread (releasing the GIL); in a coroutine, prefer
     ``await mailbox().recv(timeout)``."""
     mb = current_mailbox()

@@ -305,13 +305,13 @@ pub(crate) fn hide_password(url: &str) -> String {
     }
 }
 
-/// Milliseconds since the Unix epoch (deadlines in the expiry set; only hints, see `reap`).
 /// The bus's one pub/sub channel, `P bus:db` (pub/sub ignores database numbers, so the number is
 /// part of the name); store change events go there too.
 pub(crate) fn bus_channel(r: &Redis) -> String {
     format!("{}bus:{}", r.prefix, r.db)
 }
 
+/// Milliseconds since the Unix epoch (deadlines in the expiry set; only hints, see `reap`).
 pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

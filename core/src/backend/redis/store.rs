@@ -67,13 +67,13 @@ if n > 0 then ev('2', ARGV[4], '') end
 return n
 "#;
 
-/// Adds `ARGV[4]` to key `ARGV[3]` (value `KEYS[3]`, index `KEYS[2]`); returns the new value as
+/// Adds `ARGV[5]` to key `ARGV[4]` (value `KEYS[4]`, index `KEYS[2]`); returns the new value as
 /// Redis' decimal string (a Lua number would round counters past 2^53).
 const INCR_LUA: &str = r#"
-redis.call('INCRBY', KEYS[3], ARGV[4])
-local v = redis.call('GET', KEYS[3])
-redis.call('ZADD', KEYS[2], 'NX', 0, ARGV[3])
-ev('3', ARGV[3], v)
+redis.call('INCRBY', KEYS[4], ARGV[5])
+local v = redis.call('GET', KEYS[4])
+redis.call('ZADD', KEYS[2], 'NX', 0, ARGV[4])
+ev('3', ARGV[4], v)
 return v
 "#;
 
@@ -336,13 +336,8 @@ impl RedisStore {
 
     pub(crate) fn incr(&self, key: &str, delta: i64) -> Result<i64> {
         let vk = self.vkey(key);
-        let mut inv = self.scripts.incr.key(&self.watchers);
-        inv.key(&self.index)
-            .key(&vk)
-            .arg(&self.channel)
-            .arg(unix_ms())
-            .arg(key)
-            .arg(delta);
+        let mut inv = self.writing(&self.scripts.incr);
+        inv.key(&vk).arg(key).arg(delta);
         match self.r.run(|c| inv.invoke::<String>(c))? {
             Ok(n) => n
                 .parse()
