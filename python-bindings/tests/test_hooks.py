@@ -133,6 +133,38 @@ def test_handler_error_is_a_runtime_error_with_the_cause():
     assert "no such thing" in str(info.value)
 
 
+def test_the_bound_fast_path_answers_as_the_first_call_did():
+    # The first call binds the handler (Python); later ones take the native fast path.
+    hb.register_hook("fast", Counter)
+    first = [hb.execute("fast", "add", 2, b=3, scale=10), hb.execute("fast", "add", 1, 1)]
+    again = [hb.execute("fast", "add", 2, b=3, scale=10), hb.execute("fast", "add", 1, 1)]
+    assert first == again == [50, 2]
+    for _ in range(2):
+        with pytest.raises(HandlerError) as info:
+            hb.execute("fast", "fails")
+        assert isinstance(info.value.__cause__, ValueError)
+        with pytest.raises(HandlerError, match="TypeError"):
+            hb.execute("fast", "add", 1, 2, 3, 4, 5)
+
+    def refuses(action):
+        raise HookNotFound("refused by the handler")
+
+    hb.register_hook("refuses", refuses)
+    for _ in range(2):
+        with pytest.raises(HookNotFound, match="refused by the handler") as info:
+            hb.execute("refuses", "x")
+        assert type(info.value) is HookNotFound
+
+
+def test_execute_without_app_path_and_action_is_a_type_error():
+    with pytest.raises(TypeError, match="app_path and action"):
+        hb.execute("only.one")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="app_path and action"):
+        hb.execute()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        hb.execute(["unhashable"], "x")  # type: ignore[arg-type]
+
+
 def test_unregister_and_reregister():
     hb.register_hook("h", lambda action: 1)
     assert hb.execute("h", "a") == 1

@@ -82,27 +82,28 @@ def _wrap(app_path: str, action: str, e: Exception) -> HandlerError:
     return err
 
 
-def execute(app_path: str, action: str, /, *args: Any, **kwargs: Any) -> Any:
-    """Runs `action` of hook `app_path` and returns its result: here when this process serves
-    the hook, otherwise in a process that does. Raises HookNotFound at once when no process
-    serves it, HandlerError when the handler raised, CallTimeout after HORNBEAM_CALL_TIMEOUT_MS
-    (30 s), NodeDown when the serving process dies during the call."""
-    # The in-process path is kept short: it is most of the cost of a local call.
+def _execute_slow(app_path: str, action: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """`execute` when the native fast path found no bound handler: bind one this process
+    serves (a class is instantiated on first use), or call the process that serves it."""
+    found = _handlers.bound(app_path, action)
+    if found is None:
+        return _remote_call(app_path, action, args, kwargs, DEFAULT_TIMEOUT_MS)
     try:
-        f = _bound[app_path][action]
-    except KeyError:
-        found = _handlers.bound(app_path, action)
-        if found is None:
-            return _remote_call(app_path, action, list(args), kwargs, DEFAULT_TIMEOUT_MS)
-        f = found
-    try:
-        if kwargs:
-            return f(*args, **kwargs)
-        return f(*args)
+        return found(*args, **kwargs)
     except HookError:
         raise
     except Exception as e:
         raise _wrap(app_path, action, e) from e
+
+
+# `execute(app_path, action, /, *args, **kwargs)` runs `action` of hook `app_path` and returns its
+# result: here when this process serves the hook, otherwise in a process that does. Raises
+# HookNotFound at once when no process serves it, HandlerError when the handler raised,
+# CallTimeout after HORNBEAM_CALL_TIMEOUT_MS (30 s), NodeDown when the serving process dies during
+# the call. The in-process path is most of the cost of a local call, so it is native: a lookup in
+# `_bound` and the handler's call, with no Python frame between (`python-bindings/src/calls.rs`).
+_native._install_execute(_bound, _execute_slow, _wrap, HookError)
+execute: Callable[..., Any] = _native.execute
 
 
 def _server_for(app_path: str, fresh: bool = False) -> str:
