@@ -303,7 +303,7 @@ impl PyMailbox {
         let generation = Engine::global_generation();
         let mailbox = engine()?.bus().mailbox_with(config);
         // The descriptor exists before any subscription, so no message can miss its signal.
-        mailbox.fd().py()?;
+        mailbox.prepare_fd().py()?;
         Ok(PyMailbox {
             inner: ManuallyDrop::new(mailbox),
             generation,

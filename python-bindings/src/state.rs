@@ -273,6 +273,20 @@ fn backend() -> PyResult<&'static str> {
     Ok(engine()?.backend_name())
 }
 
+/// The bus's doorbell descriptor (`local://`, once this process subscribed; else `None`): the
+/// asyncio hub watches it and calls `_relay_pump` when it is ready (see `Bus::doorbell_fd`).
+#[pyfunction]
+fn _relay_fileno() -> PyResult<Option<i32>> {
+    Ok(engine()?.bus().doorbell_fd())
+}
+
+/// Reads and delivers what other processes published, in this thread (see `Bus::pump`);
+/// how many log entries it read.
+#[pyfunction]
+fn _relay_pump() -> PyResult<usize> {
+    Ok(engine()?.bus().pump())
+}
+
 /// Forgets the default engine in a forked child (registered with `os.register_at_fork`).
 #[pyfunction]
 fn _after_fork_in_child() {
@@ -280,6 +294,8 @@ fn _after_fork_in_child() {
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_relay_fileno, m)?)?;
+    m.add_function(wrap_pyfunction!(_relay_pump, m)?)?;
     m.add_function(wrap_pyfunction!(state_get, m)?)?;
     m.add_function(wrap_pyfunction!(state_set, m)?)?;
     m.add_function(wrap_pyfunction!(state_set_if_absent, m)?)?;

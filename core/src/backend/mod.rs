@@ -156,6 +156,48 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// The descriptor a consumer may watch to read other processes' messages in its own thread
+    /// (`local://` once joined; `None` elsewhere): see [`local::relay`].
+    pub(crate) fn doorbell_fd(&self) -> Option<i32> {
+        match self {
+            Relay::Local(r) => r.doorbell_fd(),
+            Relay::Redis(_) => None,
+        }
+    }
+
+    /// A thread is about to block in a mailbox's `recv`: the relay serves it until `unblocked`.
+    #[inline]
+    pub(crate) fn blocking(&self) {
+        if let Relay::Local(r) = self {
+            r.blocking();
+        }
+    }
+
+    /// The thread of [`Relay::blocking`] returned.
+    #[inline]
+    pub(crate) fn unblocked(&self) {
+        if let Relay::Local(r) = self {
+            r.unblocked();
+        }
+    }
+
+    /// A mailbox's descriptor was handed out (it may be polled from any thread).
+    pub(crate) fn external_poller(&self) {
+        if let Relay::Local(r) = self {
+            r.external_poller();
+        }
+    }
+
+    /// After the doorbell rang: reads and delivers in the caller's thread; how many entries.
+    pub(crate) fn pump(&self) -> usize {
+        match self {
+            Relay::Local(r) => r.pump(),
+            Relay::Redis(_) => 0,
+        }
+    }
+}
+
 /// A backend opened from a URL: the store's flavor and the bus's relay.
 pub(crate) struct Opened {
     pub(crate) store: StoreFlavor,

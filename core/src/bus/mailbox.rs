@@ -374,21 +374,18 @@ impl Mailbox {
             Err(RecvError::Empty) => {}
             other => return other,
         }
-        let item = match timeout {
-            None => self.shared.rx.recv().map_err(|_| RecvError::Closed)?,
+        let item = self.bus.blocking(|| match timeout {
+            None => self.shared.rx.recv().map_err(|_| RecvError::Closed),
             Some(t) => {
                 let deadline = Instant::now()
                     .checked_add(t)
                     .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365));
-                self.shared
-                    .rx
-                    .recv_deadline(deadline)
-                    .map_err(|e| match e {
-                        crossbeam_channel::RecvTimeoutError::Timeout => RecvError::Timeout,
-                        crossbeam_channel::RecvTimeoutError::Disconnected => RecvError::Closed,
-                    })?
+                self.shared.rx.recv_deadline(deadline).map_err(|e| match e {
+                    crossbeam_channel::RecvTimeoutError::Timeout => RecvError::Timeout,
+                    crossbeam_channel::RecvTimeoutError::Disconnected => RecvError::Closed,
+                })
             }
-        };
+        })?;
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(RecvError::Closed);
         }
@@ -424,7 +421,22 @@ impl Mailbox {
     /// Wake-ups are coalesced: one per batch. After the descriptor reads as ready, call
     /// [`Mailbox::try_recv_arm`] until it returns `Empty`; that re-arms the descriptor.
     pub fn fd(&self) -> Result<i32> {
-        let n = match self.shared.notifier.get() {
+        let fd = self.notifier()?.fd();
+        // Someone may poll it from a thread of their own: on `local://` the relay thread then
+        // keeps delivering (see `Bus::doorbell_fd`).
+        self.bus.external_poller();
+        Ok(fd)
+    }
+
+    /// Makes the readiness descriptor now without handing it out (so that no message queued
+    /// from now on can miss its signal), for a binding that polls it only through a
+    /// [`ReadySet`] or hands it out later.
+    pub fn prepare_fd(&self) -> Result<()> {
+        self.notifier().map(|_| ())
+    }
+
+    fn notifier(&self) -> Result<&Notifier> {
+        Ok(match self.shared.notifier.get() {
             Some(n) => n,
             None => {
                 let created = Notifier::new().map_err(|e| {
@@ -440,8 +452,7 @@ impl Mailbox {
                 }
                 n
             }
-        };
-        Ok(n.fd())
+        })
     }
 
     /// Like [`Mailbox::try_recv`], but when the mailbox is empty it also clears the readiness

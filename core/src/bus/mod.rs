@@ -239,6 +239,31 @@ impl BusInner {
         }
     }
 
+    /// Runs `wait` (a thread blocking in a mailbox's `recv`), telling the relay so that it keeps
+    /// delivering to this thread itself (see [`Bus::doorbell_fd`]).
+    #[inline]
+    pub(crate) fn blocking<T>(&self, wait: impl FnOnce() -> T) -> T {
+        let Some(relay) = &self.relay else {
+            return wait();
+        };
+        struct Unblock<'a>(&'a Relay);
+        impl Drop for Unblock<'_> {
+            fn drop(&mut self) {
+                self.0.unblocked();
+            }
+        }
+        relay.blocking();
+        let _unblock = Unblock(relay);
+        wait()
+    }
+
+    /// A mailbox's descriptor was handed out: the relay keeps delivering from its own thread.
+    pub(crate) fn external_poller(&self) {
+        if let Some(relay) = &self.relay {
+            relay.external_poller();
+        }
+    }
+
     /// On a shared backend, makes sure the relay runs (and, the first time, that it joined).
     #[inline]
     pub(crate) fn ensure_remote(this: &Arc<BusInner>) -> Result<()> {
@@ -386,6 +411,23 @@ impl Bus {
             None => 0,
         };
         Ok(self.inner.deliver(&Message::new(topic, payload)) + others)
+    }
+
+    /// On `local://`, once this process subscribed: a descriptor that reads as ready when another
+    /// process published. A consumer that waits in `poll`/`epoll` (an event loop) may watch it
+    /// and call [`Bus::pump`] when it is ready: the messages are then read and delivered in the
+    /// consumer's thread, one wake-up sooner than through the relay thread (which keeps
+    /// delivering too; each message is delivered once). `None` on the other backends and before
+    /// the first subscription. The bus owns it: do not close it.
+    pub fn doorbell_fd(&self) -> Option<i32> {
+        self.inner.relay.as_ref().and_then(Relay::doorbell_fd)
+    }
+
+    /// Reads what other processes published and delivers it to this process's mailboxes, in the
+    /// calling thread (see [`Bus::doorbell_fd`]); returns how many log entries it read. Never
+    /// blocks for long: a few reads of the log, then it leaves the rest to the next wake-up.
+    pub fn pump(&self) -> usize {
+        self.inner.relay.as_ref().map_or(0, Relay::pump)
     }
 
     /// `"embedded"`, `"local"` or `"redis"`.

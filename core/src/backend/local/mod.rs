@@ -46,7 +46,10 @@
 //! `?map_size=` (bytes, or with a `k`/`m`/`g` suffix; default 256 MiB) bounds the file: a full store
 //! answers [`Error::Backend`] saying so, stays readable, and deletes still work. `?max_readers=`
 //! (default 1022) bounds concurrent readers across processes; slots of dead processes are reclaimed
-//! at open and whenever a dead process is found.
+//! at open and whenever a dead process is found. `?tick_ms=` (default 250, from 10 to 60000) is
+//! how often a relay thread looks at the log without a ring: the bound on how late a message can
+//! be when a wake-up went missing (a writer killed between its commit and its ring) or when the
+//! consumer that reads for the process is busy (see [`relay`]).
 //!
 //! # Fork
 //!
@@ -87,6 +90,8 @@ pub(crate) struct Settings {
     pub(crate) map_size: usize,
     pub(crate) max_readers: u32,
     pub(crate) sync: bool,
+    /// How often a relay thread looks at the log when no doorbell rings (`?tick_ms=`).
+    pub(crate) tick: std::time::Duration,
 }
 
 /// The per-user default directory of `local://` with no path: `$XDG_RUNTIME_DIR/hornbeam`, else
@@ -115,7 +120,8 @@ fn parse_size(v: &str) -> Option<usize> {
     num.parse::<usize>().ok()?.checked_mul(mul)
 }
 
-/// Reads `local:///abs/dir?map_size=1g&max_readers=2000&sync=1` (or `local://` alone).
+/// Reads `local:///abs/dir?map_size=1g&max_readers=2000&sync=1&tick_ms=250` (or `local://`
+/// alone).
 pub(crate) fn parse_url(url: &str) -> Result<Settings> {
     let bad = |why: String| Error::InvalidArgument(format!("{url:?}: {why}"));
     let rest = url
@@ -136,6 +142,7 @@ pub(crate) fn parse_url(url: &str) -> Result<Settings> {
         map_size: DEFAULT_MAP_SIZE,
         max_readers: DEFAULT_MAX_READERS,
         sync: false,
+        tick: relay::TICK,
     };
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -153,6 +160,14 @@ pub(crate) fn parse_url(url: &str) -> Result<Settings> {
                     .ok_or_else(|| bad(format!("max_readers={v:?}: a number of at least 8")))?;
             }
             "sync" => s.sync = matches!(v, "1" | "true" | "yes"),
+            "tick_ms" => {
+                s.tick = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (10..=60_000).contains(n))
+                    .map(std::time::Duration::from_millis)
+                    .ok_or_else(|| bad(format!("tick_ms={v:?}: a number from 10 to 60000")))?;
+            }
             _ => return Err(bad(format!("unknown parameter {k:?}"))),
         }
     }
@@ -723,6 +738,15 @@ mod tests {
         assert_eq!(s.dir, default_dir());
         assert_eq!(s.map_size, 256 << 20);
         assert!(parse_url("local://relative/dir").is_err());
+        assert_eq!(s.tick, relay::TICK);
+        let s = parse_url("local:///tmp/x?tick_ms=60000").unwrap();
+        assert_eq!(s.tick, std::time::Duration::from_secs(60));
+        for bad in ["tick_ms=5", "tick_ms=60001", "tick_ms=x"] {
+            let e = parse_url(&format!("local:///tmp/x?{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("tick_ms"), "{e}");
+        }
         assert!(parse_url("local:///x?map_size=1").is_err());
         assert!(parse_url("local:///x?colour=blue").is_err());
     }
