@@ -104,6 +104,29 @@ fn a_publish_reaches_three_other_processes_in_order() {
 }
 
 #[test]
+fn a_thread_blocked_in_recv_is_served_when_the_thread_reading_the_log_leaves() {
+    // In the worker, thread a waits on x and reads the shared log for the process; b waits on
+    // y. After a got its message and left, b's must still come: with tick_ms=60000, nothing but
+    // the relay thread taking over at once brings it within b's 30 s wait.
+    let dir = local_dir();
+    let url = format!("{}?tick_ms=60000", dir.display());
+    let mut w = Worker::start(&["two_threads", &url]);
+    assert_eq!(w.line(), "ready");
+    let engine = open(&dir);
+    let bus = engine.bus();
+    // For nobody: a reads it in, and the relay thread leaves the doorbell to a.
+    bus.publish("w", b"for nobody").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    bus.publish("x", b"for a").unwrap();
+    assert_eq!(w.line(), "a for a");
+    std::thread::sleep(Duration::from_millis(200));
+    bus.publish("y", b"for b").unwrap();
+    assert_eq!(w.line(), "b for b", "b's wait ended without its message");
+    w.wait_ok();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn a_killed_subscriber_is_forgotten_and_the_others_go_on() {
     let dir = local_dir();
     let d = dir.to_str().unwrap();

@@ -361,9 +361,16 @@ impl PyMailbox {
     }
 
     /// Waits for the next message with the GIL released; None on timeout (`None` waits forever,
-    /// waking every 200 ms to let signal handlers such as KeyboardInterrupt run).
-    #[pyo3(signature = (timeout=None))]
-    fn _recv_blocking(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyMessage>> {
+    /// waking every 200 ms to let signal handlers such as KeyboardInterrupt run). `background`:
+    /// an idle server's wait, which on local:// costs no wake-up per message from elsewhere
+    /// (see `Mailbox::recv_timeout_background`).
+    #[pyo3(signature = (timeout=None, background=false))]
+    fn _recv_blocking(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+        background: bool,
+    ) -> PyResult<Option<PyMessage>> {
         let mb = self.live()?;
         let deadline = match timeout {
             Some(t) if !(t >= 0.0 && t.is_finite()) => {
@@ -380,7 +387,11 @@ impl PyMailbox {
                 Some(d) => d.saturating_duration_since(Instant::now()).min(slice),
                 None => slice,
             };
-            let r = py.detach(|| mb.recv_timeout(Some(wait)));
+            let r = if background {
+                py.detach(|| mb.recv_timeout_background(Some(wait)))
+            } else {
+                py.detach(|| mb.recv_timeout(Some(wait)))
+            };
             match r {
                 Err(RecvError::Timeout) | Err(RecvError::Empty) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {

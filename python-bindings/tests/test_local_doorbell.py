@@ -130,3 +130,55 @@ def test_the_loop_gets_everything_in_order_once_it_is_free():
     r = run_pair("loop", 300, 0.0005)
     assert r["watched"]
     assert r["got"] == list(range(300))
+
+
+THREADS = textwrap.dedent('''
+    import json, sys, threading, time
+    import hornbeam_erlang as hb
+    from hornbeam_erlang import _native
+
+    x = _native.Mailbox(); x.subscribe("x")
+    y = _native.Mailbox(); y.subscribe("y")
+    w = _native.Mailbox(); w.subscribe("w")  # nobody waits on it
+    got = {}
+
+    def wait(name, mb):
+        m = mb._recv_blocking(10)
+        got[name] = m.message if m else None
+
+    a = threading.Thread(target=wait, args=("a", x)); a.start()
+    time.sleep(0.2)  # a blocks first: it reads the log for the process
+    b = threading.Thread(target=wait, args=("b", y)); b.start()
+    time.sleep(0.2)
+    print("ready", flush=True)
+    a.join(15)
+    print("a done", flush=True)
+    b.join(15)
+    print(json.dumps(got), flush=True)
+''')
+
+
+def test_threads_blocked_in_recv_are_served_when_the_reading_thread_leaves():
+    # Thread a waits on x and reads the log for the process; b waits on y. After a got its
+    # message and left, b's message must still come (the relay thread takes over at once: with
+    # tick_ms=60000 nothing else would bring it within b's 10 s wait).
+    with tempfile.TemporaryDirectory() as d:
+        env = dict(os.environ, HORNBEAM_URL=f"local://{d}/bus?tick_ms=60000")
+        sub = subprocess.Popen([sys.executable, "-c", THREADS], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        try:
+            assert sub.stdout is not None
+            assert sub.stdout.readline().strip() == "ready"
+            pub = [sys.executable, "-c", "import sys, hornbeam_erlang as hb; hb.publish(sys.argv[1], sys.argv[2])"]
+            # A message for neither: a reads it in, and the relay thread leaves the doorbell to a.
+            subprocess.run(pub + ["w", "for nobody"], env=env, check=True, timeout=30)
+            subprocess.run(pub + ["x", "for a"], env=env, check=True, timeout=30)
+            assert sub.stdout.readline().strip() == "a done"
+            subprocess.run(pub + ["y", "for b"], env=env, check=True, timeout=30)
+            out, err = sub.communicate(timeout=60)
+            assert sub.returncode == 0, err
+            assert json.loads(out.strip().splitlines()[-1]) == {"a": "for a", "b": "for b"}
+        finally:
+            if sub.poll() is None:
+                sub.kill()
+                sub.wait(timeout=10)

@@ -182,6 +182,16 @@ impl Relay {
         }
     }
 
+    /// Lets the calling thread, about to block in `recv`, watch the doorbell and read the log
+    /// itself while it waits (`local://` only; `None` when another thread does).
+    #[inline]
+    pub(crate) fn lead(&self) -> Option<local::relay::Lead<'_>> {
+        match self {
+            Relay::Local(r) => r.lead(),
+            Relay::Redis(_) => None,
+        }
+    }
+
     /// A mailbox's descriptor was handed out (it may be polled from any thread).
     pub(crate) fn external_poller(&self) {
         if let Relay::Local(r) = self {

@@ -11,7 +11,9 @@
 //! Roles: `incr DIR KEY N`, `set DIR KEY TEXT`, `get DIR KEY`, `pub DIR TOPIC TEXT`,
 //! `sub DIR PATTERN COUNT` (prints `ready`, then one line per message, then exits),
 //! `watch DIR PREFIX COUNT` (prints `ready`, then `op key value` per change, then exits),
-//! `set_many_forever DIR` (writes batches of 10 keys with one value each until killed). DIR may
+//! `set_many_forever DIR` (writes batches of 10 keys with one value each until killed),
+//! `two_threads DIR` (thread `a` waits on topic `x`, then thread `b` on `y`, a mailbox on `w`
+//! waits for nobody; prints `ready`, then `a TEXT` and `b TEXT` as they arrive). DIR may
 //! also be a whole backend URL (`redis://127.0.0.1:6379/0?prefix=t:`).
 
 use std::io::Write;
@@ -82,6 +84,35 @@ fn main() {
                 }
                 out.flush().unwrap();
             }
+        }
+        "two_threads" => {
+            let bus = engine.bus();
+            let (x, y, w) = (bus.mailbox(), bus.mailbox(), bus.mailbox());
+            for (mb, topic) in [(&x, "x"), (&y, "y"), (&w, "w")] {
+                mb.subscribe(topic).unwrap_or_else(|e| fail(&e.to_string()));
+            }
+            let wait = |name: &'static str, mb: hornbeam_core::Mailbox| {
+                move || {
+                    // One wait of at most 30 s, not sliced: what reaches it comes through a ring.
+                    let text = match mb.recv_timeout(Some(Duration::from_secs(30))) {
+                        Ok(m) => String::from_utf8_lossy(m.payload()).into_owned(),
+                        Err(e) => format!("<{e}>"),
+                    };
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "{name} {text}").unwrap();
+                    out.flush().unwrap();
+                }
+            };
+            let a = std::thread::spawn(wait("a", x));
+            std::thread::sleep(Duration::from_millis(200)); // a blocks first: it reads the log
+            let b = std::thread::spawn(wait("b", y));
+            std::thread::sleep(Duration::from_millis(200));
+            writeln!(out, "ready").unwrap();
+            out.flush().unwrap();
+            drop(out);
+            let _ = a.join();
+            let _ = b.join();
+            drop(w);
         }
         "watch" => {
             let mb = engine.bus().mailbox();

@@ -365,31 +365,99 @@ impl Mailbox {
 
     /// Takes the next message, waiting up to `timeout` (forever with `None`).
     ///
+    /// On `local://` the first thread of a process that blocks here also reads the shared log
+    /// itself while it waits, so a message from another process wakes only that thread.
+    ///
     /// Errors as [`Mailbox::try_recv`], with [`RecvError::Timeout`] instead of `Empty`.
     pub fn recv_timeout(
         &self,
         timeout: Option<Duration>,
     ) -> std::result::Result<Message, RecvError> {
+        self.recv_waiting(timeout, false)
+    }
+
+    /// [`Mailbox::recv_timeout`] for a thread that waits in the background (an idle server whose
+    /// requests can wait): on `local://` it neither reads the log itself nor keeps the relay
+    /// thread on the doorbell for its sake, so it costs the process no wake-up per message from
+    /// other processes; its messages come with whoever reads the log next (another waiting
+    /// thread, an event loop), at the latest after the relay's TICK (`?tick_ms=`, 250 ms).
+    /// Elsewhere it is [`Mailbox::recv_timeout`].
+    pub fn recv_timeout_background(
+        &self,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<Message, RecvError> {
+        self.recv_waiting(timeout, true)
+    }
+
+    fn recv_waiting(
+        &self,
+        timeout: Option<Duration>,
+        background: bool,
+    ) -> std::result::Result<Message, RecvError> {
         match self.try_recv() {
             Err(RecvError::Empty) => {}
             other => return other,
         }
-        let item = self.bus.blocking(|| match timeout {
-            None => self.shared.rx.recv().map_err(|_| RecvError::Closed),
-            Some(t) => {
-                let deadline = Instant::now()
-                    .checked_add(t)
-                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365));
-                self.shared.rx.recv_deadline(deadline).map_err(|e| match e {
-                    crossbeam_channel::RecvTimeoutError::Timeout => RecvError::Timeout,
-                    crossbeam_channel::RecvTimeoutError::Disconnected => RecvError::Closed,
-                })
+        let deadline = timeout.map(|t| {
+            Instant::now()
+                .checked_add(t)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365))
+        });
+        if !background {
+            if let Some(lead) = self.bus.lead() {
+                if let Ok(note) = self.notifier() {
+                    return self.recv_leading(&lead, note, deadline);
+                }
             }
-        })?;
+        }
+        let wait = || match deadline {
+            None => self.shared.rx.recv().map_err(|_| RecvError::Closed),
+            Some(deadline) => self.shared.rx.recv_deadline(deadline).map_err(|e| match e {
+                crossbeam_channel::RecvTimeoutError::Timeout => RecvError::Timeout,
+                crossbeam_channel::RecvTimeoutError::Disconnected => RecvError::Closed,
+            }),
+        };
+        let item = if background {
+            wait()?
+        } else {
+            self.bus.blocking(wait)?
+        };
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(RecvError::Closed);
         }
         self.shared.take(item, &self.held)
+    }
+
+    /// `recv_timeout` for the thread that leads on `local://`: waits on this mailbox's descriptor
+    /// and the bus's doorbell at once, and when the doorbell rings reads the shared log itself,
+    /// so a message from another process wakes only this thread.
+    fn recv_leading(
+        &self,
+        lead: &crate::backend::local::relay::Lead<'_>,
+        note: &Notifier,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<Message, RecvError> {
+        // Bounded: each turn waits at most until the deadline (a TICK-long slice without one)
+        // and ends with a look at the mailbox.
+        loop {
+            match self.try_recv_arm() {
+                Err(RecvError::Empty) => {}
+                other => return other,
+            }
+            let slice = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(RecvError::Timeout);
+                    }
+                    d - now
+                }
+                None => Duration::from_millis(250),
+            };
+            if crate::bus::notify::poll_two(note.fd(), lead.fd(), slice).1 {
+                lead.pump();
+            }
+        }
     }
 
     /// Takes everything queued now (lag notices included, in place), without waiting.

@@ -257,6 +257,14 @@ impl BusInner {
         wait()
     }
 
+    /// On `local://`: lets the calling thread, about to block in `recv`, read the log itself
+    /// while it waits (one wake-up per message instead of two); `None` elsewhere, or when
+    /// another thread of this process does already.
+    #[inline]
+    pub(crate) fn lead(&self) -> Option<crate::backend::local::relay::Lead<'_>> {
+        self.relay.as_ref().and_then(Relay::lead)
+    }
+
     /// A mailbox's descriptor was handed out: the relay keeps delivering from its own thread.
     pub(crate) fn external_poller(&self) {
         if let Some(relay) = &self.relay {

@@ -240,7 +240,10 @@ class Runtime:
             with self.lock:
                 self.idle_servers += 1
             try:
-                msg = self.requests._recv_blocking(HEARTBEAT)
+                # A node that serves no hook answers only errors: its idle servers wait in the
+                # background (on local:// they then cost no wake-up per message, and leave the
+                # reading of the shared log to the threads that wait for answers).
+                msg = self.requests._recv_blocking(HEARTBEAT, background=not _handlers.local_hooks())
             except _native.MailboxClosed:
                 return
             finally:

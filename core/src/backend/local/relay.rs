@@ -27,23 +27,35 @@
 //! # Reading in the consumer's own thread
 //!
 //! Through the relay thread each hop costs two wake-ups: the doorbell wakes the relay thread,
-//! whose deliveries then wake the consumer. A consumer that waits in `epoll` anyway (the Python
-//! asyncio hub) watches the doorbell itself ([`LocalRelay::doorbell_fd`]) and, when it rings,
-//! reads the log in its own thread ([`LocalRelay::pump`]): one wake-up per hop. Measured with one
-//! asyncio subscriber process at one message every 2 ms (p50 publish -> receive): 107-114 µs with
-//! the relay thread in between, 97-114 µs with both waiting on the doorbell (the datagram wakes
-//! two threads, and on two cores the second wake-up costs the writer and the reader about as
-//! much as it saves), 58-68 µs with the consumer alone on the doorbell.
+//! whose deliveries then wake the consumer. So consumers that wait read the log themselves:
 //!
-//! So while a consumer watches the doorbell, the relay thread does not: it waits on a condition
-//! variable instead, and watches the doorbell again (giving the consumer [`PUMP_GRACE`] to read
-//! first) only while somebody else may need it: a thread blocked in a mailbox's `recv`
-//! ([`LocalRelay::blocking`]), or a mailbox descriptor handed out to be polled from any thread
-//! ([`LocalRelay::external_poller`]). A ring the consumer leaves unread for a whole [`TICK`]
-//! (its loop is stuck) is read by the relay thread. Reads take one lock, so each entry is
-//! delivered once, in order; whoever reads last marks the process asleep after checking the
-//! log's end, as below, and a pump that keeps finding more rings this process's own doorbell
-//! rather than loop in its caller's thread.
+//! - an event loop (the Python asyncio hub) watches the doorbell ([`LocalRelay::doorbell_fd`]) and,
+//!   when it rings, reads the log in its own thread ([`LocalRelay::pump`]);
+//! - the first thread of a process that blocks in a mailbox's `recv` *leads* ([`LocalRelay::lead`]):
+//!   it waits on its mailbox's descriptor and the doorbell at once and reads the log when the
+//!   doorbell rings, delivering to every local mailbox. Other threads that block meanwhile wait
+//!   on their mailbox as before (the leader's reads serve them); an idle server's wait can be
+//!   marked background (`Mailbox::recv_timeout_background`) so that it never leads.
+//!
+//! While someone reads for the process, the relay thread stays off the doorbell (it waits on a
+//! condition variable): a datagram wakes every thread that polls its socket, and on two cores the
+//! second wake-up costs the writer and the reader about as much as it saves. It watches the
+//! doorbell again (giving a reader [`PUMP_GRACE`] to go first) whenever somebody else may need it:
+//! a thread blocked in `recv` with no leader ([`LocalRelay::blocking`]; a leader leaving tells it
+//! at once), or a mailbox descriptor handed out to be polled from any thread
+//! ([`LocalRelay::external_poller`]). After a leader leaves and nobody else waits, the relay
+//! thread stays off the doorbell until a whole [`TICK`] passes without a read (the leader usually
+//! comes back to `recv` at once): a message for a mailbox that nobody waits on, read without
+//! waiting, may then be up to one TICK late. A ring nobody read for a whole TICK (a stuck event
+//! loop) is read by the relay thread. Reads take one lock, so each entry is delivered once, in
+//! order; whoever reads last marks the process asleep after checking the log's end, as below,
+//! and a pump that keeps finding more rings this process's own doorbell rather than loop in its
+//! caller's thread.
+//!
+//! Measured here (p50 publish -> receive at one message every 2 ms): an asyncio subscriber
+//! 107-114 µs with the relay thread in between, 97-114 µs with it and the loop both on the
+//! doorbell, 58-68 µs with the loop alone; a thread blocked in `recv` 61-67 µs through the relay
+//! thread, 26-32 µs leading.
 //!
 //! # Bounds and lagging
 //!
@@ -252,13 +264,25 @@ impl LocalRelay {
     /// Makes a relay thread that waits without watching the doorbell look again. The lock orders
     /// this after its check (it then sees the change) or after it started waiting (it is woken).
     fn tell_relay_thread(&self) {
-        if !self.pumper.watched.load(Ordering::Acquire) {
-            return;
-        }
         if let Some((log, _)) = self.reading.get() {
             drop(log.lock());
             self.pumper.done.notify_all();
         }
+    }
+
+    /// Makes the calling thread, about to block in a mailbox's `recv`, the one that watches the
+    /// doorbell and reads the log while it waits; `None` when another thread does already (or
+    /// this process has not joined). Dropping the lead gives it up.
+    pub(crate) fn lead(&self) -> Option<Lead<'_>> {
+        let (_, bell) = self.reading.get()?;
+        if self.pumper.leader.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        self.pumper.led.store(true, Ordering::Release);
+        Some(Lead {
+            relay: self,
+            fd: bell.as_raw_fd(),
+        })
     }
 
     pub(crate) fn doorbell_fd(&self) -> Option<i32> {
@@ -317,8 +341,13 @@ impl LocalRelay {
 struct Pumper {
     /// Whether a consumer watches the doorbell (from then on, for the process's life).
     watched: AtomicBool,
-    /// Threads blocked in a mailbox's `recv` now: the relay thread serves them.
+    /// Threads blocked in a mailbox's `recv` now, not leading: the relay thread serves them
+    /// unless a leader does.
     blocked: AtomicUsize,
+    /// Whether a thread blocked in `recv` watches the doorbell and reads the log ([`Lead`]).
+    leader: AtomicBool,
+    /// Whether a thread led since the relay thread last went a whole TICK without a pump.
+    led: AtomicBool,
     /// Whether a mailbox's descriptor was handed out (someone else may poll it, in a thread of
     /// its own): the relay thread then serves it, for the process's life.
     external: AtomicBool,
@@ -329,9 +358,52 @@ struct Pumper {
 impl Pumper {
     /// Whether the watching consumer is the only reader the doorbell needs now.
     fn pumps_alone(&self) -> bool {
-        self.watched.load(Ordering::Acquire)
+        if self.external.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.leader.load(Ordering::Acquire) {
+            return true;
+        }
+        // A thread that led recently (it comes back to `recv` soon) or an event loop reads the
+        // rings, unless threads wait that only the relay thread would serve.
+        (self.watched.load(Ordering::Acquire) || self.led.load(Ordering::Acquire))
             && self.blocked.load(Ordering::Acquire) == 0
-            && !self.external.load(Ordering::Acquire)
+    }
+
+    /// Whether a consumer reads the log when the doorbell rings (so the relay thread, woken by
+    /// the same ring, gives it a head start).
+    fn someone_pumps(&self) -> bool {
+        self.leader.load(Ordering::Acquire) || self.watched.load(Ordering::Acquire)
+    }
+}
+
+/// A thread blocked in a mailbox's `recv` that watches the doorbell and reads the log itself
+/// (at most one per process at a time): see "Reading in the consumer's own thread".
+pub(crate) struct Lead<'a> {
+    relay: &'a LocalRelay,
+    fd: i32,
+}
+
+impl Lead<'_> {
+    /// The doorbell, to poll beside the mailbox's own descriptor.
+    pub(crate) fn fd(&self) -> i32 {
+        self.fd
+    }
+
+    /// The doorbell rang: read the log and deliver, in this thread.
+    pub(crate) fn pump(&self) -> usize {
+        self.relay.pump()
+    }
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        self.relay.pumper.leader.store(false, Ordering::Release);
+        // Threads still blocked need the relay thread now; anyone else (a mailbox read without
+        // waiting) is served by the next waiter, a watching event loop, or the relay's TICK.
+        if self.relay.pumper.blocked.load(Ordering::Acquire) > 0 {
+            self.relay.tell_relay_thread();
+        }
     }
 }
 
@@ -454,9 +526,13 @@ impl Reader {
                     .done
                     .wait_for(&mut log, self.shared.settings.tick)
                     .timed_out();
-                if timed_out && log.pumps == before && wait_readable(&self.bell, Duration::ZERO) {
-                    drop(log);
-                    take_rings(&self.bell);
+                if timed_out && log.pumps == before {
+                    // A whole TICK without a pump: nobody leads any more.
+                    self.pumper.led.store(false, Ordering::Release);
+                    if wait_readable(&self.bell, Duration::ZERO) {
+                        drop(log);
+                        take_rings(&self.bell);
+                    }
                 }
                 continue;
             }
@@ -464,7 +540,7 @@ impl Reader {
             if !wait_readable(&self.bell, self.shared.settings.tick) {
                 continue; // the TICK: look anyway
             }
-            if self.pumper.watched.load(Ordering::Acquire) {
+            if self.pumper.someone_pumps() || self.pumper.led.load(Ordering::Acquire) {
                 // A consumer watches the doorbell too: let it read first, in its own thread (one
                 // wake-up sooner for its messages); read here only if it does not in time.
                 let mut log = self.log.lock();
