@@ -322,7 +322,11 @@ def test_each_receiver_gets_its_own_copy_of_one_publish():
     try:
         for mb in boxes:
             mb.subscribe("copies:t")
-        assert hb.publish("copies:t", sent) == 3
+        reached = hb.publish("copies:t", sent)
+        # On a shared backend the count also holds the other processes reached; a process of an
+        # earlier test that died in the last 100 ms may still be counted (its liveness is
+        # checked at most that often), so only the local three are certain.
+        assert reached == 3 if hb.backend() == "embedded" else reached >= 3
         got = [mb.recv_nowait().message for mb in boxes]
         assert got == [sent, sent, sent]
         got[0]["users"][0]["tags"].append("mutated")
