@@ -102,6 +102,13 @@ impl Shared {
     /// mailbox is full by count or by bytes.
     #[inline]
     pub(crate) fn push(&self, msg: &Message) -> bool {
+        self.push_handle(msg.clone()).is_ok()
+    }
+
+    /// [`Shared::push`] of a handle the caller made (one reference of a [`Reserved`] set, see
+    /// `BusInner::deliver`); a handle that could not be queued comes back.
+    #[inline]
+    pub(crate) fn push_handle(&self, msg: Message) -> std::result::Result<(), Message> {
         let len = msg.size();
         // Messages of at most `small` bytes alone cannot break the byte bound: `capacity` of them
         // fit in `max_bytes`. Only larger ones are counted (counters written by them alone), so
@@ -110,7 +117,7 @@ impl Shared {
         let large = len > self.small;
         if (large || self.large_queued.load(Ordering::Relaxed) != 0) && !self.room_for(len) {
             self.dropped.fetch_add(1, Ordering::AcqRel);
-            return false;
+            return Err(msg);
         }
         let lagged_before = if self.dropped.load(Ordering::Relaxed) != 0 {
             self.dropped.swap(0, Ordering::AcqRel)
@@ -121,14 +128,14 @@ impl Shared {
             self.publisher.pushed.fetch_add(len, Ordering::Relaxed);
             self.large_queued.fetch_add(1, Ordering::Relaxed);
         }
-        crate::valgrind::happens_before(msg.data.as_ptr());
+        crate::valgrind::happens_before(msg.addr());
         match self.tx.try_send(Item {
-            msg: Some(msg.clone()),
+            msg: Some(msg),
             lagged_before,
         }) {
             Ok(()) => {
                 self.wake();
-                true
+                Ok(())
             }
             Err(TrySendError::Full(item)) | Err(TrySendError::Disconnected(item)) => {
                 if large {
@@ -137,7 +144,7 @@ impl Shared {
                 }
                 self.dropped
                     .fetch_add(item.lagged_before + 1, Ordering::AcqRel);
-                false
+                Err(item.msg.expect("a pushed item holds its message"))
             }
         }
     }
@@ -190,7 +197,7 @@ impl Shared {
         let Some(msg) = item.msg else {
             return Err(RecvError::Closed);
         };
-        crate::valgrind::happens_after(msg.data.as_ptr());
+        crate::valgrind::happens_after(msg.addr());
         if msg.size() > self.small {
             self.popped_bytes.0.fetch_add(msg.size(), Ordering::Relaxed);
             self.large_queued.fetch_sub(1, Ordering::Relaxed);

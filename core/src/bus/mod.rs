@@ -53,6 +53,7 @@
 //! `publish` fails with [`Error::Backend`] (within the timeout) and delivers nothing.
 
 mod mailbox;
+mod message;
 mod notify;
 pub mod topic;
 mod trie;
@@ -70,86 +71,7 @@ use crate::config::{Config, Limits, MailboxConfig};
 use crate::error::{shorten, Error, Result};
 use mailbox::Shared;
 pub use mailbox::{Mailbox, ReadySet};
-
-/// A published message, shared by every mailbox it reached: topic and payload sit in one
-/// reference-counted allocation, so a delivery costs a reference-count increment, never a copy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// The topic's bytes followed by the payload's.
-    data: Arc<[u8]>,
-    topic_len: u32,
-    /// 0 for a published message, else a [`ChangeKind`] (a watch event).
-    kind: u8,
-}
-
-impl Message {
-    /// A message (the bus builds these; public for backends and tests).
-    pub fn new(topic: &str, payload: &[u8]) -> Message {
-        let len = topic.len() + payload.len();
-        let mut data: Arc<[std::mem::MaybeUninit<u8>]> = Arc::new_uninit_slice(len);
-        let slots = Arc::get_mut(&mut data).expect("a new Arc has a single owner");
-        // SAFETY: `slots` holds exactly `len` bytes (MaybeUninit<u8> has u8's layout); both copies
-        // stay inside it and together write every byte, so the slice is initialised before
-        // `assume_init`.
-        let data = unsafe {
-            let dst = slots.as_mut_ptr().cast::<u8>();
-            std::ptr::copy_nonoverlapping(topic.as_ptr(), dst, topic.len());
-            std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(topic.len()), payload.len());
-            data.assume_init()
-        };
-        Message {
-            data,
-            // Topics and keys are bounded far below 4 GiB by the limits.
-            topic_len: topic.len() as u32,
-            kind: 0,
-        }
-    }
-
-    /// A watch event: `key` changed by `kind`, `value` the new value's MessagePack (empty for
-    /// deletes, expiries and clears).
-    pub(crate) fn change(kind: ChangeKind, key: &str, value: &[u8]) -> Message {
-        Message {
-            kind: kind as u8,
-            ..Message::new(key, value)
-        }
-    }
-
-    /// For a watch event (see [`Mailbox::watch`]): what happened to the key, which
-    /// [`Message::topic`] then names, with the new value as [`Message::payload`]
-    /// (MessagePack; empty for deletes, expiries and clears). `None` for a published message.
-    pub fn change_kind(&self) -> Option<ChangeKind> {
-        ChangeKind::from_u8(self.kind)
-    }
-
-    /// The topic it was published to.
-    pub fn topic(&self) -> &str {
-        // SAFETY: the first `topic_len` bytes were copied from a `&str` in `new` and never change.
-        unsafe { std::str::from_utf8_unchecked(&self.data[..self.topic_len as usize]) }
-    }
-
-    /// The payload bytes (MessagePack when published from Python).
-    pub fn payload(&self) -> &[u8] {
-        &self.data[self.topic_len as usize..]
-    }
-
-    /// Whether two messages share the same allocation (one publish reaching two mailboxes).
-    pub fn shares_with(&self, other: &Message) -> bool {
-        Arc::ptr_eq(&self.data, &other.data)
-    }
-
-    /// Whether another handle to this message's allocation exists: the publish reached other
-    /// mailboxes (or a receiver holds a copy), so a binding that converts it may keep the
-    /// conversion for the next receiver (see [`Message::shares_with`]).
-    pub fn is_shared(&self) -> bool {
-        Arc::strong_count(&self.data) > 1
-    }
-
-    /// Bytes it counts for against a mailbox's byte bound.
-    #[inline]
-    pub(crate) fn size(&self) -> usize {
-        self.data.len()
-    }
-}
+pub use message::Message;
 
 /// Why a receive returned no message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,16 +219,30 @@ impl BusInner {
             }
         });
         let Some(first) = first else { return 0 };
+        // One atomic add reserves a reference per mailbox (see `message`), instead of one
+        // increment per delivery on a count the consumers keep decrementing.
+        let push_all = |list: &mut dyn Iterator<Item = &Arc<Shared>>, n: usize| {
+            let mut refs = msg.reserve(n);
+            list.filter(|s| match s.push_handle(refs.take()) {
+                Ok(()) => true,
+                Err(back) => {
+                    refs.give_back(back);
+                    false
+                }
+            })
+            .count()
+        };
         if more.is_empty() {
             // One list: a mailbox appears in it at most once.
-            return first.iter().filter(|s| s.push(msg)).count();
+            return push_all(&mut first.iter(), first.len());
         }
         // Several lists (patterns overlapping): deliver once per mailbox.
         more.push(first);
         let mut all: Vec<&Arc<Shared>> = more.into_iter().flatten().collect();
         all.sort_unstable_by_key(|s| s.id);
         all.dedup_by_key(|s| s.id);
-        all.into_iter().filter(|s| s.push(msg)).count()
+        let n = all.len();
+        push_all(&mut all.into_iter(), n)
     }
 
     fn add(&self, pattern: &str, shared: &Arc<Shared>) {

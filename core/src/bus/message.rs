@@ -1,0 +1,269 @@
+//! [`Message`]: one allocation holding a reference count, the topic and the payload, reached by a
+//! thin pointer.
+//!
+//! Why not `Arc<[u8]>`: its fat pointer made each queued item 32 bytes (40 with the channel's
+//! stamp) against 16, and a publish to N mailboxes took N atomic increments of one shared
+//! count, which the consumer's decrements on the other core bounce between the cores. Here a
+//! publish reserves its N references with one atomic add ([`Message::reserve`]) and each delivery
+//! takes one of them ([`Reserved::take`]) without touching the count (measured in
+//! `cargo bench -p hornbeam-benches --bench bus`; see BENCHMARKS.md).
+
+use std::alloc::{self, Layout};
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
+
+use super::ChangeKind;
+
+/// What precedes the bytes in a message's allocation.
+#[repr(C)]
+struct Header {
+    refs: AtomicUsize,
+    /// Topic plus payload bytes.
+    len: usize,
+    topic_len: u32,
+    /// 0 for a published message, else a [`ChangeKind`] (a watch event).
+    kind: u8,
+}
+
+/// More references than this abort, as `Arc` does: the count can then never wrap.
+const MAX_REFS: usize = isize::MAX as usize;
+
+/// A published message, shared by every mailbox it reached: topic and payload sit in one
+/// reference-counted allocation, so a delivery costs at most a reference-count increment, never a
+/// copy.
+pub struct Message {
+    ptr: NonNull<Header>,
+}
+
+// SAFETY: the bytes never change after `new`, and the count is atomic: a message may be sent to
+// and shared by any thread, as `Arc<[u8]>` may.
+unsafe impl Send for Message {}
+// SAFETY: as above.
+unsafe impl Sync for Message {}
+
+fn layout(len: usize) -> (Layout, usize) {
+    let (layout, offset) = Layout::new::<Header>()
+        .extend(Layout::array::<u8>(len).expect("a message's length fits in memory"))
+        .expect("a message's length fits in memory");
+    (layout.pad_to_align(), offset)
+}
+
+impl Message {
+    /// A message (the bus builds these; public for backends and tests).
+    pub fn new(topic: &str, payload: &[u8]) -> Message {
+        Message::with_kind(topic, payload, 0)
+    }
+
+    /// A watch event: `key` changed by `kind`, `value` the new value's MessagePack (empty for
+    /// deletes, expiries and clears).
+    pub(crate) fn change(kind: ChangeKind, key: &str, value: &[u8]) -> Message {
+        Message::with_kind(key, value, kind as u8)
+    }
+
+    fn with_kind(topic: &str, payload: &[u8], kind: u8) -> Message {
+        let len = topic.len() + payload.len();
+        let (layout, offset) = layout(len);
+        // SAFETY: the layout has a non-zero size (the header alone is not empty).
+        let raw = unsafe { alloc::alloc(layout) };
+        let Some(ptr) = NonNull::new(raw.cast::<Header>()) else {
+            alloc::handle_alloc_error(layout);
+        };
+        // SAFETY: a fresh allocation of `layout`: the header fits at its start and `len` bytes at
+        // `offset`; both copies stay inside and together write every byte.
+        unsafe {
+            ptr.as_ptr().write(Header {
+                refs: AtomicUsize::new(1),
+                len,
+                // Topics and keys are bounded far below 4 GiB by the limits.
+                topic_len: topic.len() as u32,
+                kind,
+            });
+            let dst = raw.add(offset);
+            std::ptr::copy_nonoverlapping(topic.as_ptr(), dst, topic.len());
+            std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(topic.len()), payload.len());
+        }
+        Message { ptr }
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the allocation lives while any handle does; the header is never written after
+        // `with_kind` except its atomic count.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// Topic then payload.
+    fn bytes(&self) -> &[u8] {
+        let len = self.header().len;
+        let (_, offset) = layout(len);
+        // SAFETY: `len` initialised bytes start at `offset` in the live allocation.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>().add(offset), len) }
+    }
+
+    /// For a watch event (see [`super::Mailbox::watch`]): what happened to the key, which
+    /// [`Message::topic`] then names, with the new value as [`Message::payload`]
+    /// (MessagePack; empty for deletes, expiries and clears). `None` for a published message.
+    pub fn change_kind(&self) -> Option<ChangeKind> {
+        ChangeKind::from_u8(self.header().kind)
+    }
+
+    /// The topic it was published to.
+    pub fn topic(&self) -> &str {
+        let n = self.header().topic_len as usize;
+        // SAFETY: the first `topic_len` bytes were copied from a `&str` in `new` and never change.
+        unsafe { std::str::from_utf8_unchecked(&self.bytes()[..n]) }
+    }
+
+    /// The payload bytes (MessagePack when published from Python).
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes()[self.header().topic_len as usize..]
+    }
+
+    /// Whether two messages share the same allocation (one publish reaching two mailboxes).
+    pub fn shares_with(&self, other: &Message) -> bool {
+        self.ptr == other.ptr
+    }
+
+    /// Whether another handle to this message's allocation exists: the publish reached other
+    /// mailboxes (or a receiver holds a copy), so a binding that converts it may keep the
+    /// conversion for the next receiver (see [`Message::shares_with`]).
+    pub fn is_shared(&self) -> bool {
+        self.header().refs.load(Ordering::Acquire) > 1
+    }
+
+    /// Bytes it counts for against a mailbox's byte bound.
+    #[inline]
+    pub(crate) fn size(&self) -> usize {
+        self.header().len
+    }
+
+    /// The allocation's address (for the valgrind annotations of the hand-over).
+    pub(crate) fn addr(&self) -> *const u8 {
+        self.ptr.as_ptr().cast::<u8>()
+    }
+
+    /// Reserves `n` more references with one atomic add, to be taken by up to `n` deliveries;
+    /// the ones not taken are given back when the reservation is dropped.
+    pub(crate) fn reserve(&self, n: usize) -> Reserved<'_> {
+        if n > 0 && self.header().refs.fetch_add(n, Ordering::Relaxed) > MAX_REFS - n {
+            std::process::abort();
+        }
+        Reserved { msg: self, left: n }
+    }
+}
+
+/// References reserved on a message by [`Message::reserve`].
+pub(crate) struct Reserved<'a> {
+    msg: &'a Message,
+    left: usize,
+}
+
+impl Reserved<'_> {
+    /// A handle that uses one reserved reference (no atomic operation); a plain clone when none
+    /// is left.
+    #[inline]
+    pub(crate) fn take(&mut self) -> Message {
+        if self.left == 0 {
+            return self.msg.clone();
+        }
+        self.left -= 1;
+        Message { ptr: self.msg.ptr }
+    }
+
+    /// Gives back a handle taken from this reservation that was not used (a full mailbox),
+    /// without touching the count.
+    #[inline]
+    pub(crate) fn give_back(&mut self, msg: Message) {
+        debug_assert!(msg.shares_with(self.msg));
+        std::mem::forget(msg);
+        self.left += 1;
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if self.left > 0 {
+            // The reserving caller still holds `msg`, so this never drops the count to zero.
+            self.msg
+                .header()
+                .refs
+                .fetch_sub(self.left, Ordering::Release);
+        }
+    }
+}
+
+impl Clone for Message {
+    fn clone(&self) -> Message {
+        if self.header().refs.fetch_add(1, Ordering::Relaxed) > MAX_REFS {
+            std::process::abort();
+        }
+        Message { ptr: self.ptr }
+    }
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        if self.header().refs.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        // Every other handle's uses happen before this free (as in `Arc`).
+        fence(Ordering::Acquire);
+        let (layout, _) = layout(self.header().len);
+        // SAFETY: the last handle: the allocation was made in `with_kind` with this layout.
+        unsafe { alloc::dealloc(self.ptr.as_ptr().cast::<u8>(), layout) };
+    }
+}
+
+impl PartialEq for Message {
+    fn eq(&self, other: &Message) -> bool {
+        self.shares_with(other)
+            || (self.header().kind == other.header().kind
+                && self.header().topic_len == other.header().topic_len
+                && self.bytes() == other.bytes())
+    }
+}
+
+impl Eq for Message {}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("topic", &self.topic())
+            .field("payload", &self.payload())
+            .field("kind", &self.header().kind)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_count_exactly() {
+        let m = Message::new("room:a", b"hi");
+        {
+            let mut r = m.reserve(3);
+            let a = r.take();
+            let b = r.take();
+            r.give_back(b);
+            assert_eq!(m.header().refs.load(Ordering::Relaxed), 4);
+            drop(r); // gives back the two not taken
+            assert_eq!(m.header().refs.load(Ordering::Relaxed), 2);
+            assert!(a.shares_with(&m) && m.is_shared());
+            assert_eq!((a.topic(), a.payload()), ("room:a", &b"hi"[..]));
+        }
+        assert_eq!(m.header().refs.load(Ordering::Relaxed), 1);
+        assert!(!m.is_shared());
+        let mut r = m.reserve(0);
+        let c = r.take(); // nothing reserved: a plain clone
+        drop(r);
+        assert_eq!(m.header().refs.load(Ordering::Relaxed), 2);
+        drop(c);
+        let e = Message::change(ChangeKind::Set, "k", b"");
+        assert_eq!(e.change_kind(), Some(ChangeKind::Set));
+        assert_eq!((e.topic(), e.payload(), e.size()), ("k", &b""[..], 1));
+        assert_eq!(Message::new("t", b"x"), Message::new("t", b"x"));
+        assert_ne!(Message::new("t", b"x"), Message::new("tx", b""));
+    }
+}
