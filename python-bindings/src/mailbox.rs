@@ -381,17 +381,18 @@ impl PyMailbox {
             Some(t) => Some(Instant::now() + Duration::from_secs_f64(t.min(1e9))),
             None => None,
         };
+        let recv = if background {
+            hornbeam_core::Mailbox::recv_timeout_background
+        } else {
+            hornbeam_core::Mailbox::recv_timeout
+        };
         let slice = Duration::from_millis(200);
         loop {
             let wait = match deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()).min(slice),
                 None => slice,
             };
-            let r = if background {
-                py.detach(|| mb.recv_timeout_background(Some(wait)))
-            } else {
-                py.detach(|| mb.recv_timeout(Some(wait)))
-            };
+            let r = py.detach(|| recv(mb, Some(wait)));
             match r {
                 Err(RecvError::Timeout) | Err(RecvError::Empty) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -480,9 +480,7 @@ impl Mailbox {
                 }
                 None => Duration::from_millis(250),
             };
-            if crate::bus::notify::poll_two(note.fd(), lead.fd(), slice).1 {
-                lead.pump();
-            }
+            lead.wait(note.fd(), slice);
         }
     }
 

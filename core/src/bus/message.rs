@@ -42,11 +42,15 @@ unsafe impl Send for Message {}
 // SAFETY: as above.
 unsafe impl Sync for Message {}
 
-fn layout(len: usize) -> (Layout, usize) {
-    let (layout, offset) = Layout::new::<Header>()
-        .extend(Layout::array::<u8>(len).expect("a message's length fits in memory"))
-        .expect("a message's length fits in memory");
-    (layout.pad_to_align(), offset)
+/// Where the bytes start: right after the header (bytes need no alignment).
+const OFFSET: usize = std::mem::size_of::<Header>();
+
+/// The allocation of a message of `len` bytes.
+fn layout(len: usize) -> Layout {
+    OFFSET
+        .checked_add(len)
+        .and_then(|size| Layout::from_size_align(size, std::mem::align_of::<Header>()).ok())
+        .expect("a message's length fits in memory")
 }
 
 impl Message {
@@ -63,14 +67,14 @@ impl Message {
 
     fn with_kind(topic: &str, payload: &[u8], kind: u8) -> Message {
         let len = topic.len() + payload.len();
-        let (layout, offset) = layout(len);
+        let layout = layout(len);
         // SAFETY: the layout has a non-zero size (the header alone is not empty).
         let raw = unsafe { alloc::alloc(layout) };
         let Some(ptr) = NonNull::new(raw.cast::<Header>()) else {
             alloc::handle_alloc_error(layout);
         };
         // SAFETY: a fresh allocation of `layout`: the header fits at its start and `len` bytes at
-        // `offset`; both copies stay inside and together write every byte.
+        // `OFFSET`; both copies stay inside and together write every byte.
         unsafe {
             ptr.as_ptr().write(Header {
                 refs: AtomicUsize::new(1),
@@ -79,7 +83,7 @@ impl Message {
                 topic_len: topic.len() as u32,
                 kind,
             });
-            let dst = raw.add(offset);
+            let dst = raw.add(OFFSET);
             std::ptr::copy_nonoverlapping(topic.as_ptr(), dst, topic.len());
             std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(topic.len()), payload.len());
         }
@@ -95,9 +99,8 @@ impl Message {
     /// Topic then payload.
     fn bytes(&self) -> &[u8] {
         let len = self.header().len;
-        let (_, offset) = layout(len);
-        // SAFETY: `len` initialised bytes start at `offset` in the live allocation.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>().add(offset), len) }
+        // SAFETY: `len` initialised bytes start at `OFFSET` in the live allocation.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>().add(OFFSET), len) }
     }
 
     /// For a watch event (see [`super::Mailbox::watch`]): what happened to the key, which
@@ -208,7 +211,7 @@ impl Drop for Message {
         }
         // Every other handle's uses happen before this free (as in `Arc`).
         fence(Ordering::Acquire);
-        let (layout, _) = layout(self.header().len);
+        let layout = layout(self.header().len);
         // SAFETY: the last handle: the allocation was made in `with_kind` with this layout.
         unsafe { alloc::dealloc(self.ptr.as_ptr().cast::<u8>(), layout) };
     }

@@ -90,29 +90,3 @@ impl Drop for Notifier {
         }
     }
 }
-
-/// Waits up to `timeout` for either descriptor to become readable; whether each is.
-pub(crate) fn poll_two(a: i32, b: i32, timeout: std::time::Duration) -> (bool, bool) {
-    let mut fds = [
-        libc::pollfd {
-            fd: a,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: b,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    // Whole milliseconds, rounded up (a shorter wait would come back early and spin).
-    let ms = timeout.as_micros().div_ceil(1000);
-    let ms = libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX);
-    // SAFETY: two valid pollfds that live for the call.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
-    if n <= 0 {
-        return (false, false);
-    }
-    let ready = |p: &libc::pollfd| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0;
-    (ready(&fds[0]), ready(&fds[1]))
-}

@@ -238,8 +238,6 @@ impl LocalRelay {
 }
 
 impl LocalRelay {
-    /// The doorbell's descriptor once this process has joined: readable when a writer rang (for
-    /// a consumer's own `poll`, followed by [`LocalRelay::pump`]). Owned by the relay.
     /// A thread is about to block in a mailbox's `recv`: until [`LocalRelay::unblocked`], the
     /// relay thread watches the doorbell too (and serves it).
     pub(crate) fn blocking(&self) {
@@ -285,6 +283,8 @@ impl LocalRelay {
         })
     }
 
+    /// The doorbell's descriptor once this process has joined: readable when a writer rang (for
+    /// a consumer's own `poll`, followed by [`LocalRelay::pump`]). Owned by the relay.
     pub(crate) fn doorbell_fd(&self) -> Option<i32> {
         let fd = self.reading.get().map(|(_, bell)| bell.as_raw_fd());
         if fd.is_some() {
@@ -309,21 +309,16 @@ impl LocalRelay {
         let mut total = 0;
         // Bounded: a few turns, then the doorbell is left ringing for the next turn of whoever
         // waits on it (this caller's loop, or the relay thread) instead of holding this thread.
+        let mut asleep = false;
         for _ in 0..PUMP_TURNS {
             match log.drain(&*sink) {
                 Ok(n) => total += n,
                 Err(_) => return total,
             }
-            match log.fall_asleep() {
-                Ok(false) => {}
-                Ok(true) | Err(_) => {
-                    let waits = log.relay_waits;
-                    drop(log);
-                    if waits {
-                        self.pumper.done.notify_all();
-                    }
-                    return total;
-                }
+            // An error (the environment is gone after a fork) ends the pump, as a sleep does.
+            asleep = log.fall_asleep().unwrap_or(true);
+            if asleep {
+                break;
             }
         }
         let waits = log.relay_waits;
@@ -331,7 +326,9 @@ impl LocalRelay {
         if waits {
             self.pumper.done.notify_all();
         }
-        self.shared.ring(&[self.node]);
+        if !asleep {
+            self.shared.ring(&[self.node]);
+        }
         total
     }
 }
@@ -385,14 +382,12 @@ pub(crate) struct Lead<'a> {
 }
 
 impl Lead<'_> {
-    /// The doorbell, to poll beside the mailbox's own descriptor.
-    pub(crate) fn fd(&self) -> i32 {
-        self.fd
-    }
-
-    /// The doorbell rang: read the log and deliver, in this thread.
-    pub(crate) fn pump(&self) -> usize {
-        self.relay.pump()
+    /// Waits up to `timeout` for `mailbox_fd` (the waiting mailbox's descriptor) or the doorbell;
+    /// when the doorbell rang, reads the log and delivers, in this thread.
+    pub(crate) fn wait(&self, mailbox_fd: i32, timeout: Duration) {
+        if poll_in([mailbox_fd, self.fd], timeout)[1] {
+            self.relay.pump();
+        }
     }
 }
 
@@ -415,15 +410,21 @@ const PUMP_GRACE: Duration = Duration::from_micros(300);
 /// Waits up to `timeout` for the doorbell to become readable, without taking the ring (so a
 /// consumer polling the same descriptor sees it too); whether it is.
 fn wait_readable(bell: &UnixDatagram, timeout: Duration) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: bell.as_raw_fd(),
+    poll_in([bell.as_raw_fd()], timeout)[0]
+}
+
+/// Waits up to `timeout` (rounded up to whole milliseconds: a shorter wait would come back early
+/// and spin) for any of `fds` to become readable; which are (or closed, or failed).
+fn poll_in<const N: usize>(fds: [i32; N], timeout: Duration) -> [bool; N] {
+    let mut pfds = fds.map(|fd| libc::pollfd {
+        fd,
         events: libc::POLLIN,
         revents: 0,
-    };
-    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: one valid pollfd for the duration of the call.
-    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-    n > 0 && pfd.revents & libc::POLLIN != 0
+    });
+    let ms = libc::c_int::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: N valid pollfds that live for the call.
+    let n = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, ms) };
+    pfds.map(|p| n > 0 && p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0)
 }
 
 /// How many read-then-check turns one [`LocalRelay::pump`] takes before it leaves the rest to the
