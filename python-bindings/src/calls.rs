@@ -115,7 +115,7 @@ fn _install_execute(
 // `PyObject_Vectorcall` is exported by every CPython since 3.9 and is in the stable ABI from
 // 3.12; pyo3-ffi declares it only for 3.12+ under abi3, so the module (abi3, 3.11+) declares it.
 extern "C" {
-    fn PyObject_Vectorcall(
+    pub(crate) fn PyObject_Vectorcall(
         callable: *mut ffi::PyObject,
         args: *const *mut ffi::PyObject,
         nargsf: usize,

@@ -5,6 +5,7 @@
 //! exceptions in one place ([`errors`]). The pure-Python package `hornbeam_erlang` re-exports these
 //! functions and adds the asyncio side of mailboxes.
 
+mod awaitable;
 mod calls;
 mod convert;
 mod errors;
@@ -22,6 +23,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(py, m)?;
     state::register(m)?;
     mailbox::register(m)?;
+    awaitable::register(m)?;
     calls::register(m)?;
     // C extensions in this process reach the same engine through this table (see ffi/src/api.rs).
     // SAFETY: hb_api returns a pointer to a static, initialised table.

@@ -1,11 +1,16 @@
-//! `Mailbox` and `Message`: the native halves. The asyncio side (`await recv()`, `async for`)
-//! is pure Python in `hornbeam_erlang/__init__.py`, on top of `fileno()` and `_try_recv_arm()`.
+//! `Mailbox`, `Message` and `ReadySet`: the native halves. `await recv()` and `async for` are
+//! native awaitables ([`crate::awaitable`]) registered with the loop's `ReadySet`, which wakes
+//! them; the hub that owns one `ReadySet` per event loop is Python (`_Hub` in
+//! `hornbeam_erlang/__init__.py`).
 
+use std::collections::HashMap;
 use std::mem::ManuallyDrop;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyList;
 
 use hornbeam_core::{ChangeKind, Engine, MailboxConfig, ReadySet, RecvError};
@@ -61,11 +66,18 @@ fn decoded_slot(m: &hornbeam_core::Message) -> usize {
 fn fresh<'py>(v: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = v.py();
     if let Ok(list) = v.downcast_exact::<PyList>() {
-        let items = list
-            .iter()
-            .map(|item| fresh(&item))
-            .collect::<PyResult<Vec<_>>>()?;
-        return Ok(PyList::new(py, items)?.into_any());
+        let n = list.len();
+        // SAFETY: a new list of `n` empty slots, each filled once below with a new reference
+        // (PyList_SetItem steals it) before the list is used; on an error the list is dropped
+        // with its remaining slots NULL, which list deallocation allows.
+        unsafe {
+            let out = Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyList_New(n as _))?;
+            for i in 0..n {
+                let item = fresh(&list.get_item(i)?)?;
+                pyo3::ffi::PyList_SetItem(out.as_ptr(), i as _, item.into_ptr());
+            }
+            return Ok(out);
+        }
     }
     if let Ok(dict) = v.downcast_exact::<pyo3::types::PyDict>() {
         let out = pyo3::types::PyDict::new(py);
@@ -246,6 +258,35 @@ pub(crate) struct PyMailbox {
     /// The default engine's generation when this mailbox was made: after a fork the child has a
     /// new engine, and this mailbox (the parent's) must not be used nor touch the old engine's locks.
     generation: u64,
+    /// The hub this mailbox waits with, once settled (see [`PyMailbox::hub`]).
+    hub: Mutex<Option<HubRef>>,
+}
+
+/// Where an awaiting receive registers its future: the loop and its ready set, and the thread
+/// that loop ran in.
+struct HubRef {
+    thread: std::ffi::c_ulong,
+    event_loop: Py<PyAny>,
+    ready: Py<PyReadySet>,
+}
+
+/// What [`PyMailbox::take_or_arm`] found.
+pub(crate) enum Taken {
+    Message(PyMessage),
+    /// Nothing queued; the mailbox reports to its ready set at the next delivery.
+    Empty,
+    Closed,
+    Error(PyErr),
+}
+
+// `PyThread_get_thread_ident` is in the stable ABI (every CPython 3); pyo3-ffi does not declare it.
+extern "C" {
+    fn PyThread_get_thread_ident() -> std::ffi::c_ulong;
+}
+
+/// A lock that a panic elsewhere does not make unusable (what it guards stays consistent).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Drop for PyMailbox {
@@ -275,6 +316,67 @@ fn message(r: Result<hornbeam_core::Message, RecvError>) -> PyResult<Option<PyMe
 }
 
 impl PyMailbox {
+    /// For the awaitable: takes the next item, or arms the ready set when there is none.
+    pub(crate) fn take_or_arm(&self) -> Taken {
+        let mb = match self.live() {
+            Ok(mb) => mb,
+            Err(e) => return Taken::Error(e),
+        };
+        match mb.try_recv_arm() {
+            Ok(m) => Taken::Message(PyMessage {
+                msg: Some(m),
+                lagged: 0,
+            }),
+            Err(RecvError::Lagged(n)) => Taken::Message(PyMessage {
+                msg: None,
+                lagged: n,
+            }),
+            Err(RecvError::Empty) | Err(RecvError::Timeout) => Taken::Empty,
+            Err(RecvError::Closed) => Taken::Closed,
+        }
+    }
+
+    /// The running loop and its ready set, with this mailbox attached to it. Cached once the
+    /// Python hub has settled (`_hub_here`): the cache holds while the same thread runs the same
+    /// loop (one thread runs one loop at a time, so a loop that is running and was running in
+    /// this thread is this thread's running loop), which costs a thread id and `is_running()`
+    /// instead of `asyncio.get_running_loop()`'s `getpid()` system call.
+    pub(crate) fn hub<'py>(
+        slf: &Bound<'py, PyMailbox>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyReadySet>)> {
+        let py = slf.py();
+        // SAFETY: reads the calling thread's id; no preconditions.
+        let thread = unsafe { PyThread_get_thread_ident() };
+        let cached = lock(&slf.get().hub)
+            .as_ref()
+            .filter(|h| h.thread == thread)
+            .map(|h| (h.event_loop.clone_ref(py), h.ready.clone_ref(py)));
+        if let Some((event_loop, ready)) = cached {
+            let event_loop = event_loop.into_bound(py);
+            if event_loop
+                .call_method0(pyo3::intern!(py, "is_running"))?
+                .is_truthy()?
+            {
+                return Ok((event_loop, ready.into_bound(py)));
+            }
+        }
+        let hub = slf.call_method0(pyo3::intern!(py, "_hub_here"))?;
+        let event_loop = hub.getattr(pyo3::intern!(py, "loop"))?;
+        let ready = hub
+            .getattr(pyo3::intern!(py, "ready"))?
+            .downcast_into::<PyReadySet>()?;
+        // Settled once the hub no longer looks for a doorbell to watch (see `_Hub.bell`).
+        if !hub.getattr(pyo3::intern!(py, "bell"))?.is_none() {
+            let old = lock(&slf.get().hub).replace(HubRef {
+                thread,
+                event_loop: event_loop.clone().unbind(),
+                ready: ready.clone().unbind(),
+            });
+            drop(old); // outside the lock: dropping a reference may run Python code
+        }
+        Ok((event_loop, ready))
+    }
+
     fn live(&self) -> PyResult<&hornbeam_core::Mailbox> {
         if self.generation != Engine::global_generation() {
             return Err(MailboxClosed::new_err(
@@ -307,7 +409,40 @@ impl PyMailbox {
         Ok(PyMailbox {
             inner: ManuallyDrop::new(mailbox),
             generation,
+            hub: Mutex::new(None),
         })
+    }
+
+    /// The next message; None on timeout.
+    ///
+    /// Called from a coroutine it returns an awaitable (also usable with `asyncio.create_task`)
+    /// that takes the message only once it runs, so cancelling it loses nothing; called from a
+    /// plain thread it blocks, releasing the GIL.
+    #[pyo3(signature = (timeout=None))]
+    fn recv<'py>(
+        slf: &Bound<'py, Self>,
+        timeout: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        // Called straight from a coroutine's own code: that is the awaitable case, known
+        // without asking for the running loop (which costs a getpid() system call per call).
+        if timeout.is_none() && crate::awaitable::caller_is_async(slf.py()) {
+            return crate::awaitable::recv(slf, false);
+        }
+        slf.call_method1(pyo3::intern!(slf.py(), "_recv_slow"), (timeout,))
+    }
+
+    /// The awaitable of `await recv()`, whoever calls.
+    fn _recv_async<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        crate::awaitable::recv(slf, false)
+    }
+
+    fn __aiter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// `async for msg in mailbox`: the next message; the loop ends when the mailbox is closed.
+    fn __anext__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        crate::awaitable::recv(slf, true)
     }
 
     /// Subscribes to a topic or pattern (`room:*`, `room:>`); False when already subscribed.
@@ -425,7 +560,7 @@ impl PyMailbox {
 
     /// A number unique to this mailbox (what `ReadySet.take()` returns).
     #[getter]
-    fn id(&self) -> u64 {
+    pub(crate) fn id(&self) -> u64 {
         self.inner.id()
     }
 
@@ -470,6 +605,81 @@ impl PyMailbox {
 #[pyclass(module = "hornbeam_erlang", frozen, name = "ReadySet")]
 pub(crate) struct PyReadySet {
     inner: ReadySet,
+    /// The futures of the receives waiting in this loop, by mailbox id.
+    waiters: Mutex<HashMap<u64, Waiting>>,
+}
+
+/// `asyncio.Future` and its `set_result` method descriptor, called straight with vectorcall
+/// (no bound method, no argument tuple per wake-up); None where asyncio's `Future` is not a
+/// type with such a descriptor (then `set_result` is looked up on each future).
+fn future_set_result(py: Python<'_>) -> PyResult<Option<(&Bound<'_, PyAny>, &Bound<'_, PyAny>)>> {
+    static FUTURE: PyOnceLock<Option<(Py<PyAny>, Py<PyAny>)>> = PyOnceLock::new();
+    let api = FUTURE.get_or_try_init(py, || -> PyResult<_> {
+        let tp = py.import("asyncio")?.getattr("Future")?;
+        let descr = tp.getattr("set_result")?;
+        let is_descriptor = descr.get_type().name()? == "method_descriptor";
+        Ok(is_descriptor.then(|| (tp.unbind(), descr.unbind())))
+    })?;
+    Ok(api.as_ref().map(|(tp, d)| (tp.bind(py), d.bind(py))))
+}
+
+/// The futures waiting on one mailbox: nearly always one.
+enum Waiting {
+    One(Py<PyAny>),
+    Many(Vec<Py<PyAny>>),
+}
+
+impl PyReadySet {
+    /// Registers `fut` to be completed when mailbox `id` is reported ready.
+    pub(crate) fn add_waiter(&self, id: u64, fut: Py<PyAny>) {
+        let mut waiters = lock(&self.waiters);
+        match waiters.remove(&id) {
+            None => waiters.insert(id, Waiting::One(fut)),
+            Some(Waiting::One(first)) => waiters.insert(id, Waiting::Many(vec![first, fut])),
+            Some(Waiting::Many(mut all)) => {
+                all.push(fut);
+                waiters.insert(id, Waiting::Many(all))
+            }
+        };
+    }
+
+    /// Takes `fut` off whichever mailbox it waits on (a cancelled or abandoned receive).
+    pub(crate) fn forget_waiter(&self, fut: &Bound<'_, PyAny>) {
+        let removed = {
+            let mut waiters = lock(&self.waiters);
+            let mut found = None;
+            for (id, w) in waiters.iter_mut() {
+                match w {
+                    Waiting::One(f) if f.is(fut) => {
+                        found = Some((*id, None));
+                        break;
+                    }
+                    Waiting::Many(all) => {
+                        if let Some(i) = all.iter().position(|f| f.is(fut)) {
+                            found = Some((*id, Some(all.swap_remove(i))));
+                            break;
+                        }
+                    }
+                    Waiting::One(_) => {}
+                }
+            }
+            match found {
+                Some((id, None)) => waiters.remove(&id),
+                Some((id, Some(f))) => {
+                    if matches!(waiters.get(&id), Some(Waiting::Many(all)) if all.is_empty()) {
+                        waiters.remove(&id);
+                    }
+                    Some(Waiting::One(f))
+                }
+                None => None,
+            }
+        };
+        // Outside the lock: dropping a reference may run Python code. As a `Bound`: this runs
+        // from the awaitable's slots, outside pyo3's GIL accounting (see `awaitable::take_field`).
+        if let Some(Waiting::One(f)) = removed {
+            drop(f.into_bound(fut.py()));
+        }
+    }
 }
 
 #[pymethods]
@@ -478,7 +688,79 @@ impl PyReadySet {
     fn new() -> PyResult<Self> {
         Ok(PyReadySet {
             inner: ReadySet::new().py()?,
+            waiters: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Right after a publish from the loop's own thread: `wake()`, when a receive waits (as
+    /// `asyncio.Queue.put_nowait` completes its getter at once, not after the loop's next poll).
+    fn wake_waiting(&self, py: Python<'_>) -> PyResult<()> {
+        if lock(&self.waiters).is_empty() {
+            return Ok(());
+        }
+        self.wake(py)
+    }
+
+    /// The loop's reader callback: clears the descriptor and completes the futures of the
+    /// receives whose mailboxes became ready.
+    fn wake(&self, py: Python<'_>) -> PyResult<()> {
+        let ids = self.inner.take();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let woken: Vec<Waiting> = {
+            let mut waiters = lock(&self.waiters);
+            ids.iter().filter_map(|id| waiters.remove(id)).collect()
+        };
+        let mut first_error = None;
+        let set_result = future_set_result(py)?;
+        let mut complete = |fut: Py<PyAny>| {
+            let fut = fut.into_bound(py);
+            let done = match set_result {
+                // SAFETY: the descriptor and the future are live; the vector is [future, None]
+                // for the call; a NULL result sets the exception fetched here.
+                Some((tp, descr)) if fut.is_instance(tp).unwrap_or(false) => unsafe {
+                    let args = [fut.as_ptr(), py.None().as_ptr()];
+                    let out = crate::calls::PyObject_Vectorcall(
+                        descr.as_ptr(),
+                        args.as_ptr(),
+                        2,
+                        std::ptr::null_mut(),
+                    );
+                    Bound::from_owned_ptr_or_err(py, out).map(drop)
+                },
+                _ => fut
+                    .call_method1(pyo3::intern!(py, "set_result"), (py.None(),))
+                    .map(drop),
+            };
+            if let Err(e) = done {
+                // A future cancelled just before (its task has not thrown into the receive
+                // yet) is done already; anything else is reported.
+                if !fut
+                    .call_method0(pyo3::intern!(py, "done"))
+                    .and_then(|d| d.is_truthy())
+                    .unwrap_or(false)
+                {
+                    first_error.get_or_insert(e);
+                }
+            }
+        };
+        for w in woken {
+            match w {
+                Waiting::One(f) => complete(f),
+                Waiting::Many(all) => all.into_iter().for_each(&mut complete),
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// How many receives wait on the mailbox `mailbox_id` in this loop.
+    fn waiting(&self, mailbox_id: u64) -> usize {
+        match lock(&self.waiters).get(&mailbox_id) {
+            None => 0,
+            Some(Waiting::One(_)) => 1,
+            Some(Waiting::Many(all)) => all.len(),
+        }
     }
 
     /// The descriptor, readable while mailbox ids wait to be taken.

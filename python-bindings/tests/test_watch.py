@@ -239,9 +239,9 @@ async def test_async_consumer_parked_in_the_hub_is_woken_by_an_event():
     # Bounded: run the loop until the receiver waits in the loop's hub (the mailbox was empty).
     for _ in range(100):
         await asyncio.sleep(0)
-        if mb.id in hb._hub(loop).waiters:
+        if hb._hub(loop).ready.waiting(mb.id):
             break
-    assert mb.id in hb._hub(loop).waiters and not waiter.done()
+    assert hb._hub(loop).ready.waiting(mb.id) and not waiter.done()
     # A write from another thread: the event reaches the parked receiver through the hub's
     # descriptor.
     t = threading.Thread(target=hb.state_set, args=("live:1", {"v": 1}))
@@ -253,7 +253,7 @@ async def test_async_consumer_parked_in_the_hub_is_woken_by_an_event():
     waiter = asyncio.ensure_future(mb.recv())
     for _ in range(100):
         await asyncio.sleep(0)
-        if mb.id in hb._hub(loop).waiters:
+        if hb._hub(loop).ready.waiting(mb.id):
             break
     hb.state_incr("live:n", 3)
     msg = await asyncio.wait_for(waiter, WAIT)

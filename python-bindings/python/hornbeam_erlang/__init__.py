@@ -21,14 +21,12 @@ from __future__ import annotations
 import asyncio
 from asyncio.events import _get_running_loop
 import contextvars
-import inspect
 import logging
 import multiprocessing
 import os
 import threading
 import weakref
-from sys import _getframe
-from typing import Any, AsyncIterator, Optional, Union
+from typing import Any, Optional, Union
 
 from . import _native
 from ._native import (
@@ -111,12 +109,16 @@ class _Hub:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        # The ready set also holds the futures of the receives waiting in this loop, and
+        # completes them (`wake`): see `PyReadySet` in python-bindings/src/mailbox.rs.
         self.ready = _native.ReadySet()
-        self.waiters: dict[int, list[asyncio.Future[None]]] = {}
         # The doorbell's descriptor once watched; None while there may be one to watch later
         # (local://, before this process's first subscription); -1 when there is none.
         self.bell: Optional[int] = None if _native.backend() == "local" else -1
-        loop.add_reader(self.ready.fileno(), self._on_ready)
+        loop.add_reader(self.ready.fileno(), self.ready.wake)
+        # After a publish from this loop's own thread: complete the local receivers' futures at
+        # once, as `asyncio.Queue.put_nowait` does, instead of after the loop's next poll.
+        self.wake_now = self.ready.wake_waiting
 
     def find_bell(self) -> None:
         """Watches the doorbell, once this process has one (it joined the local:// bus)."""
@@ -127,27 +129,7 @@ class _Hub:
 
     def _on_bell(self) -> None:
         _native._relay_pump()
-        if self.waiters:
-            self._on_ready()
-
-    def wake_now(self) -> None:
-        """After a publish from this loop's own thread: complete the local receivers' futures at
-        once, as ``asyncio.Queue.put_nowait`` does, instead of after the loop's next poll."""
-        if self.waiters:
-            self._on_ready()
-
-    def _on_ready(self) -> None:
-        for mailbox_id in self.ready.take():
-            for fut in self.waiters.pop(mailbox_id, ()):
-                if not fut.done():
-                    fut.set_result(None)
-
-    def forget(self, mailbox_id: int, fut: "asyncio.Future[None]") -> None:
-        waiting = self.waiters.get(mailbox_id)
-        if waiting and fut in waiting:
-            waiting.remove(fut)
-            if not waiting:
-                del self.waiters[mailbox_id]
+        self.ready.wake_waiting()
 
 
 def publish(topic: str, message: Any) -> int:
@@ -182,9 +164,6 @@ def _hub(loop: asyncio.AbstractEventLoop) -> _Hub:
     return hub
 
 
-# Code flags of a coroutine's or an async generator's frame: code that runs there runs in a loop.
-_ASYNC_CODE = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
-
 
 class Mailbox(_native.Mailbox):
     """A bounded queue of messages for the topics and patterns it subscribes to, and of the
@@ -201,55 +180,18 @@ class Mailbox(_native.Mailbox):
     how many messages were dropped.
     """
 
-    def recv(self, timeout: Optional[float] = None) -> Any:
-        """Next message; ``None`` on timeout.
+    # `recv(timeout=None)`, `__aiter__` and `__anext__` are native (`_native.Mailbox`): from a
+    # coroutine, `recv()` returns an awaitable that takes the message only once it runs, so
+    # cancelling it loses nothing. What the native `recv` does not serve itself comes here.
 
-        Called from a coroutine (a running event loop in this thread) it returns an awaitable
-        (also usable with ``asyncio.create_task``); called from a plain thread it blocks,
-        releasing the GIL.
-        """
-        # Called straight from a coroutine's own code: that is the awaitable case, known
-        # without asking for the running loop (which costs a getpid() system call per call).
-        if timeout is None and _getframe(1).f_code.co_flags & _ASYNC_CODE:
-            return self._recv()
+    def _recv_slow(self, timeout: Optional[float]) -> Any:
+        """``recv`` called from a plain thread (blocks), or with a timeout, or not straight from a
+        coroutine's code."""
         if _get_running_loop() is None:
             return self._recv_blocking(timeout)
         if timeout is None:
-            return self._recv()
+            return self._recv_async()
         return self._recv_timeout(timeout)
-
-    async def _recv(self) -> Message:
-        # A plain coroutine: when a message is queued it returns without raising StopIteration
-        # (the cheap path of `await`), and it takes the message only once it runs, so a task
-        # cancelled before it starts loses nothing.
-        msg = self._try_recv_arm()
-        if msg is not None:
-            return msg
-        return await self._wait_recv()
-
-    async def _wait_recv(self) -> Message:
-        """Waits until a message is ready, then takes it (the mailbox was found empty)."""
-        hub = self._hub_here()
-        waiters = hub.waiters
-        mailbox_id = self.id
-        # Bounded by wake-ups: each pass either returns or waits for the hub to report this
-        # mailbox ready again. Only `_try_recv_arm` (synchronous) takes a message, so cancelling
-        # the wait loses nothing.
-        while True:
-            fut = hub.loop.create_future()
-            waiting = waiters.get(mailbox_id)
-            if waiting is None:
-                waiters[mailbox_id] = [fut]
-            else:
-                waiting.append(fut)
-            try:
-                await fut
-            finally:
-                if not fut.done():
-                    hub.forget(mailbox_id, fut)
-            msg = self._try_recv_arm()
-            if msg is not None:
-                return msg
 
     def _hub_here(self) -> "_Hub":
         """The running loop's hub, with this mailbox attached to it (cached on the mailbox)."""
@@ -265,22 +207,9 @@ class Mailbox(_native.Mailbox):
 
     async def _recv_timeout(self, timeout: float) -> Optional[Message]:
         try:
-            return await asyncio.wait_for(self._recv(), timeout)
+            return await asyncio.wait_for(self._recv_async(), timeout)
         except asyncio.TimeoutError:
             return None
-
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self
-
-    async def __anext__(self) -> Message:
-        # `_recv`'s fast path inlined: one coroutine per message, not two.
-        try:
-            msg = self._try_recv_arm()
-            if msg is None:
-                msg = await self._wait_recv()
-        except MailboxClosed:
-            raise StopAsyncIteration from None
-        return msg
 
     def __enter__(self) -> "Mailbox":
         return self

@@ -148,6 +148,12 @@ class ReadySet:
     def __new__(cls) -> ReadySet: ...
     def fileno(self) -> int: ...
     def take(self) -> list[int]: ...
+    def wake(self) -> None:
+        """Clears the descriptor and completes the futures of the receives whose mailboxes became ready."""
+    def wake_waiting(self) -> None:
+        """`wake()` when a receive waits in this loop; nothing otherwise."""
+    def waiting(self, mailbox_id: int) -> int:
+        """How many receives wait on the mailbox `mailbox_id` in this loop."""
 
 class Mailbox:
     """A bounded queue of messages for the topics and patterns it subscribes to."""
