@@ -194,6 +194,9 @@ typedef struct HbMailbox HbMailbox;
  * lag notice (`hb_message_lagged` > 0: that many messages were dropped because the mailbox was
  * full). Owned by the caller; freed by `hb_message_free`. Immutable, so
  * safe to read from any thread.
+ *
+ * Underneath, the pointer is the message itself (`Message::into_raw`: one reference, no
+ * allocation per receive), or, with its lowest bit set, a boxed lag count.
  */
 typedef struct HbMessage HbMessage;
 

@@ -33,7 +33,7 @@ fn panicked(panic: Box<dyn std::any::Any + Send>) -> HbStatus {
 /// `HB_NULL_ARGUMENT` with its message (out of line: the hot paths only test and branch).
 #[cold]
 #[inline(never)]
-fn null(what: &str) -> HbStatus {
+pub(crate) fn null(what: &str) -> HbStatus {
     fail(HbStatus::HB_NULL_ARGUMENT, format!("{what} is NULL"))
 }
 

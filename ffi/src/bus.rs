@@ -102,12 +102,52 @@ unsafe fn mailbox_text<'a>(
 /// lag notice (`hb_message_lagged` > 0: that many messages were dropped because the mailbox was
 /// full). Owned by the caller; freed by `hb_message_free`. Immutable, so
 /// safe to read from any thread.
+///
+/// Underneath, the pointer is the message itself (`Message::into_raw`: one reference, no
+/// allocation per receive), or, with its lowest bit set, a boxed lag count.
 pub struct HbMessage {
-    msg: Option<Message>,
-    lagged: u64,
+    _opaque: [u8; 0],
 }
 
-impl Handle for HbMessage {}
+/// The lowest bit of an `HbMessage*` that is a lag notice.
+const LAG_TAG: usize = 1;
+
+/// What an `HbMessage*` holds, borrowed.
+enum Received {
+    /// A message (held without its reference: the pointer keeps it).
+    Message(std::mem::ManuallyDrop<Message>),
+    Lagged(u64),
+}
+
+impl Received {
+    /// The message or notice behind `ptr`; `HB_NULL_ARGUMENT` when it is NULL.
+    ///
+    /// # Safety
+    /// `ptr` is NULL or a live `HbMessage*` made by `deliver` and not yet freed.
+    unsafe fn of(ptr: *const HbMessage) -> Result<Received, HbStatus> {
+        if ptr.is_null() {
+            return Err(crate::boundary::null("message"));
+        }
+        let addr = ptr as usize;
+        Ok(if addr & LAG_TAG != 0 {
+            // SAFETY: (the contract) a tagged pointer is a live Box<u64> from `deliver`.
+            Received::Lagged(unsafe { *((addr & !LAG_TAG) as *const u64) })
+        } else {
+            // SAFETY: (the contract) an untagged pointer is a live message from `into_raw`;
+            // ManuallyDrop leaves its reference with the pointer.
+            Received::Message(std::mem::ManuallyDrop::new(unsafe {
+                Message::from_raw(ptr as *mut u8)
+            }))
+        })
+    }
+
+    fn message(&self) -> Option<&Message> {
+        match self {
+            Received::Message(m) => Some(m),
+            Received::Lagged(_) => None,
+        }
+    }
+}
 
 /// Creates a mailbox on `engine` with the default bounds (1024 messages, 8 MiB). On success
 /// writes a new handle to `*out`; free it with `hb_mailbox_free`.
@@ -208,19 +248,16 @@ pub unsafe extern "C" fn hb_mailbox_unwatch(
 }
 
 fn deliver(r: Result<Message, RecvError>, out: *mut *mut HbMessage) -> Result<(), HbStatus> {
-    let msg = match r {
-        Ok(m) => HbMessage {
-            msg: Some(m),
-            lagged: 0,
-        },
-        Err(RecvError::Lagged(n)) => HbMessage {
-            msg: None,
-            lagged: n,
-        },
+    let ptr = match r {
+        Ok(m) => m.into_raw().cast::<HbMessage>(),
+        Err(RecvError::Lagged(n)) => {
+            let boxed = Box::into_raw(Box::new(n)) as usize;
+            (boxed | LAG_TAG) as *mut HbMessage
+        }
         Err(e) => return Err(from_recv(e)),
     };
     // SAFETY: callers checked `out` is non-NULL; valid per their contracts.
-    unsafe { write_out(out, msg.into_raw(), "out") }
+    unsafe { write_out(out, ptr, "out") }
 }
 
 /// Takes the next message, waiting up to `timeout_ms` milliseconds (-1: forever). On success
@@ -325,8 +362,8 @@ pub unsafe extern "C" fn hb_message_topic(
         need_out(topic, "topic")?;
         need_out(topic_len, "topic_len")?;
         // SAFETY: forwarded from this function's contract.
-        let m = unsafe { HbMessage::from_ptr(message, "message") }?;
-        let t = m.msg.as_ref().map_or("", |m| m.topic());
+        let m = unsafe { Received::of(message) }?;
+        let t = m.message().map_or("", |m| m.topic());
         // SAFETY: both checked non-NULL above.
         unsafe {
             write_out(topic, t.as_ptr(), "topic")?;
@@ -351,8 +388,8 @@ pub unsafe extern "C" fn hb_message_payload(
         need_out(payload, "payload")?;
         need_out(payload_len, "payload_len")?;
         // SAFETY: forwarded from this function's contract.
-        let m = unsafe { HbMessage::from_ptr(message, "message") }?;
-        let p = m.msg.as_ref().map_or(&[][..], |m| m.payload());
+        let m = unsafe { Received::of(message) }?;
+        let p = m.message().map_or(&[][..], |m| m.payload());
         // SAFETY: both checked non-NULL above.
         unsafe {
             write_out(payload, p.as_ptr(), "payload")?;
@@ -368,7 +405,10 @@ pub unsafe extern "C" fn hb_message_payload(
 #[no_mangle]
 pub unsafe extern "C" fn hb_message_lagged(message: *const HbMessage) -> u64 {
     // SAFETY: forwarded from this function's contract.
-    unsafe { message.as_ref() }.map_or(0, |m| m.lagged)
+    match unsafe { Received::of(message) } {
+        Ok(Received::Lagged(n)) => n,
+        _ => 0,
+    }
 }
 
 /// What a received message reports (see `hb_mailbox_watch`): `HB_CHANGE_NONE` for a published
@@ -400,7 +440,8 @@ pub enum HbChangeKind {
 #[no_mangle]
 pub unsafe extern "C" fn hb_message_change_kind(message: *const HbMessage) -> HbChangeKind {
     // SAFETY: forwarded from this function's contract.
-    let kind = unsafe { message.as_ref() }.and_then(|m| m.msg.as_ref()?.change_kind());
+    let received = unsafe { Received::of(message) }.ok();
+    let kind = received.as_ref().and_then(|m| m.message()?.change_kind());
     match kind {
         None => HbChangeKind::HB_CHANGE_NONE,
         Some(ChangeKind::Set) => HbChangeKind::HB_CHANGE_SET,
@@ -417,6 +458,16 @@ pub unsafe extern "C" fn hb_message_change_kind(message: *const HbMessage) -> Hb
 /// `message` is NULL or a live `HbMessage`, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn hb_message_free(message: *mut HbMessage) {
-    // SAFETY: forwarded from this function's contract.
-    unsafe { HbMessage::free(message) }
+    let addr = message as usize;
+    if message.is_null() {
+        return;
+    }
+    if addr & LAG_TAG != 0 {
+        // SAFETY: (the contract) a tagged pointer is a live Box<u64> from `deliver`, freed once.
+        drop(unsafe { Box::from_raw((addr & !LAG_TAG) as *mut u64) });
+    } else {
+        // SAFETY: (the contract) an untagged pointer is a live message from `into_raw`, given
+        // back once.
+        drop(unsafe { Message::from_raw(message.cast::<u8>()) });
+    }
 }

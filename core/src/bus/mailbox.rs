@@ -551,11 +551,17 @@ impl Mailbox {
     /// Like [`Mailbox::try_recv`], but when the mailbox is empty it also clears the readiness
     /// descriptor and checks once more, so a message that raced the clearing is never missed.
     /// An event loop calls this after each wake-up until it returns `Empty`, then waits again.
+    #[inline]
     pub fn try_recv_arm(&self) -> std::result::Result<Message, RecvError> {
+        // The queued case inlines into the caller (a C or Python binding); arming does not.
         match self.try_recv() {
-            Err(RecvError::Empty) => {}
-            other => return other,
+            Err(RecvError::Empty) => self.arm_and_retry(),
+            other => other,
         }
+    }
+
+    /// `try_recv_arm` once the mailbox was found empty.
+    fn arm_and_retry(&self) -> std::result::Result<Message, RecvError> {
         if let Some(n) = self.shared.notifier.get() {
             n.clear();
             self.shared.signaled.lower();

@@ -90,6 +90,26 @@ impl Message {
         Message { ptr }
     }
 
+    /// The message as one pointer, for an API that hands it out and takes it back (the C ABI's
+    /// `HbMessage*`): the handle's reference moves into the pointer. The pointer is never NULL
+    /// and is aligned like a `usize`, so its lowest bit is free for a caller's tag.
+    pub fn into_raw(self) -> *mut u8 {
+        let p = self.ptr.as_ptr().cast::<u8>();
+        std::mem::forget(self);
+        p
+    }
+
+    /// The message `into_raw` gave, with its reference.
+    ///
+    /// # Safety
+    /// `raw` came from [`Message::into_raw`], and each such pointer is given back once.
+    pub unsafe fn from_raw(raw: *mut u8) -> Message {
+        // SAFETY: (the contract) a live message allocation, so not NULL, whose reference this
+        // handle now owns.
+        let ptr = unsafe { NonNull::new_unchecked(raw.cast::<Header>()) };
+        Message { ptr }
+    }
+
     fn header(&self) -> &Header {
         // SAFETY: the allocation lives while any handle does; the header is never written after
         // `with_kind` except its atomic count.

@@ -100,7 +100,7 @@ impl fmt::Display for RecvError {
 impl std::error::Error for RecvError {}
 
 pub(crate) struct BusInner {
-    trie: RwLock<trie::Node>,
+    trie: RwLock<trie::Index>,
     next_id: AtomicU64,
     subscriptions: AtomicUsize,
     pub(crate) limits: Limits,
@@ -297,7 +297,7 @@ impl Bus {
     pub fn new(config: &Config) -> Bus {
         Bus {
             inner: Arc::new(BusInner {
-                trie: RwLock::new(trie::Node::default()),
+                trie: RwLock::new(trie::Index::default()),
                 next_id: AtomicU64::new(1),
                 subscriptions: AtomicUsize::new(0),
                 limits: config.limits.clone(),
@@ -312,7 +312,7 @@ impl Bus {
     pub(crate) fn with_relay(config: &Config, relay: Relay) -> Bus {
         Bus {
             inner: Arc::new(BusInner {
-                trie: RwLock::new(trie::Node::default()),
+                trie: RwLock::new(trie::Index::default()),
                 next_id: AtomicU64::new(1),
                 subscriptions: AtomicUsize::new(0),
                 limits: config.limits.clone(),

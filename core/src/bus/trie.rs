@@ -1,6 +1,7 @@
-//! The subscription index: a trie of topic segments. Publishing walks one path per wildcard
-//! branch that exists, so its cost depends on the topic's depth and on the patterns that can
-//! match it, not on how many unrelated subscriptions there are.
+//! The subscription index ([`Index`]): exact topics in a hash map, patterns in a trie of topic
+//! segments. Publishing looks its topic up once and walks one trie path per wildcard branch that
+//! exists, so its cost depends on the topic's depth and on the patterns that can match it, not
+//! on how many unrelated subscriptions there are.
 
 use std::collections::HashMap;
 
@@ -140,5 +141,77 @@ impl Node {
     pub(crate) fn node_count(&self) -> usize {
         1 + self.children.values().map(Node::node_count).sum::<usize>()
             + self.star.as_ref().map_or(0, |s| s.node_count())
+    }
+}
+
+/// The whole subscription index: wildcard-free subscriptions by their whole topic, and a trie
+/// of the patterns. A publish to a topic costs one hash lookup, plus a walk of the trie only
+/// while some pattern is subscribed (most buses subscribe exact topics only).
+#[derive(Default)]
+pub(crate) struct Index {
+    /// Subscribers of each exact topic.
+    exact: Map<Vec<Arc<Shared>>>,
+    /// Subscribers of patterns (`*`, `>`); empty while there are none.
+    patterns: Node,
+}
+
+/// Whether `pattern` has a wildcard segment.
+fn is_pattern(pattern: &str) -> bool {
+    pattern.split(SEPARATOR).any(|s| s == ONE || s == TAIL)
+}
+
+impl Index {
+    /// Adds `sub` under `pattern`. The caller has checked the pattern and that the mailbox does
+    /// not hold it already.
+    pub(crate) fn insert(&mut self, pattern: &str, sub: Arc<Shared>) {
+        if is_pattern(pattern) {
+            self.patterns.insert(pattern, sub);
+        } else {
+            self.exact.entry(pattern.into()).or_default().push(sub);
+        }
+    }
+
+    /// Removes mailbox `id` from `pattern`. Returns whether it was there.
+    pub(crate) fn remove(&mut self, pattern: &str, id: u64) -> bool {
+        if is_pattern(pattern) {
+            return self.patterns.remove(pattern, id);
+        }
+        let Some(list) = self.exact.get_mut(pattern) else {
+            return false;
+        };
+        let Some(i) = list.iter().position(|s| s.id == id) else {
+            return false;
+        };
+        list.swap_remove(i);
+        if list.is_empty() {
+            self.exact.remove(pattern);
+        }
+        true
+    }
+
+    /// Calls `found` with each list of subscribers matching `topic` (a mailbox may be in more
+    /// than one list when several of its subscriptions match).
+    #[inline]
+    pub(crate) fn matching<'a>(&'a self, topic: &str, found: &mut impl FnMut(&'a [Arc<Shared>])) {
+        if let Some(list) = self.exact.get(topic) {
+            found(list);
+        }
+        if !self.patterns.is_empty() {
+            self.patterns.matching(topic, found);
+        }
+    }
+
+    /// Calls `f` with every subscriber list (a mailbox may appear in several).
+    pub(crate) fn for_each_list<'a>(&'a self, f: &mut impl FnMut(&'a [Arc<Shared>])) {
+        for list in self.exact.values() {
+            f(list);
+        }
+        self.patterns.for_each_list(f);
+    }
+
+    /// Number of trie nodes plus exact topics (1 when nothing is subscribed: the trie's root),
+    /// for checks that nothing leaks.
+    pub(crate) fn node_count(&self) -> usize {
+        self.patterns.node_count() + self.exact.len()
     }
 }
