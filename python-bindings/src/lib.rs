@@ -3,7 +3,8 @@
 //! It converts and forwards: Python objects become MessagePack here ([`convert`]), every rule
 //! (limits, types, ordering, fan-out) lives in `hornbeam-core`, and core errors become Python
 //! exceptions in one place ([`errors`]). The pure-Python package `hornbeam_erlang` re-exports these
-//! functions and adds the asyncio side of mailboxes.
+//! functions and adds the event loop's hub; `await mailbox.recv()` itself is native
+//! ([`awaitable`]).
 
 mod awaitable;
 mod calls;
