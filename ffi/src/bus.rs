@@ -112,6 +112,28 @@ pub struct HbMessage {
 /// The lowest bit of an `HbMessage*` that is a lag notice.
 const LAG_TAG: usize = 1;
 
+/// What an `HbMessage*` points at: the one place that reads the tag.
+enum Tagged {
+    /// A message's pointer from `Message::into_raw`.
+    Message(*mut u8),
+    /// A boxed lag count.
+    Lagged(*mut u64),
+}
+
+impl Tagged {
+    /// `None` for NULL.
+    fn of(ptr: *const HbMessage) -> Option<Tagged> {
+        let addr = ptr as usize;
+        if ptr.is_null() {
+            None
+        } else if addr & LAG_TAG != 0 {
+            Some(Tagged::Lagged((addr & !LAG_TAG) as *mut u64))
+        } else {
+            Some(Tagged::Message(ptr as *mut u8))
+        }
+    }
+}
+
 /// What an `HbMessage*` holds, borrowed.
 enum Received {
     /// A message (held without its reference: the pointer keeps it).
@@ -125,19 +147,16 @@ impl Received {
     /// # Safety
     /// `ptr` is NULL or a live `HbMessage*` made by `deliver` and not yet freed.
     unsafe fn of(ptr: *const HbMessage) -> Result<Received, HbStatus> {
-        if ptr.is_null() {
-            return Err(crate::boundary::null("message"));
-        }
-        let addr = ptr as usize;
-        Ok(if addr & LAG_TAG != 0 {
-            // SAFETY: (the contract) a tagged pointer is a live Box<u64> from `deliver`.
-            Received::Lagged(unsafe { *((addr & !LAG_TAG) as *const u64) })
-        } else {
-            // SAFETY: (the contract) an untagged pointer is a live message from `into_raw`;
-            // ManuallyDrop leaves its reference with the pointer.
-            Received::Message(std::mem::ManuallyDrop::new(unsafe {
-                Message::from_raw(ptr as *mut u8)
-            }))
+        Ok(match Tagged::of(ptr) {
+            None => return Err(crate::boundary::null("message")),
+            // SAFETY: (the contract) a live Box<u64> from `deliver`.
+            Some(Tagged::Lagged(n)) => Received::Lagged(unsafe { *n }),
+            Some(Tagged::Message(m)) => {
+                // SAFETY: (the contract) a live message from `into_raw`; ManuallyDrop leaves its
+                // reference with the pointer.
+                let m = unsafe { Message::from_raw(m) };
+                Received::Message(std::mem::ManuallyDrop::new(m))
+            }
         })
     }
 
@@ -458,16 +477,11 @@ pub unsafe extern "C" fn hb_message_change_kind(message: *const HbMessage) -> Hb
 /// `message` is NULL or a live `HbMessage`, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn hb_message_free(message: *mut HbMessage) {
-    let addr = message as usize;
-    if message.is_null() {
-        return;
-    }
-    if addr & LAG_TAG != 0 {
-        // SAFETY: (the contract) a tagged pointer is a live Box<u64> from `deliver`, freed once.
-        drop(unsafe { Box::from_raw((addr & !LAG_TAG) as *mut u64) });
-    } else {
-        // SAFETY: (the contract) an untagged pointer is a live message from `into_raw`, given
-        // back once.
-        drop(unsafe { Message::from_raw(message.cast::<u8>()) });
+    match Tagged::of(message) {
+        None => {}
+        // SAFETY: (the contract) a live Box<u64> from `deliver`, freed once.
+        Some(Tagged::Lagged(n)) => drop(unsafe { Box::from_raw(n) }),
+        // SAFETY: (the contract) a live message from `into_raw`, given back once.
+        Some(Tagged::Message(m)) => drop(unsafe { Message::from_raw(m) }),
     }
 }

@@ -214,10 +214,14 @@ impl RecvObject {
         let Some(fut) = self.fut.take(py) else {
             return;
         };
-        if let Some(ready) = self.ready.get(py) {
-            if let Ok(ready) = ready.downcast::<PyReadySet>() {
-                ready.get().forget_waiter(&fut);
-            }
+        let (Some(ready), Some(mailbox)) = (self.ready.get(py), self.mailbox.get(py)) else {
+            return;
+        };
+        if let (Ok(ready), Ok(mb)) = (
+            ready.downcast::<PyReadySet>(),
+            mailbox.downcast::<PyMailbox>(),
+        ) {
+            ready.get().forget_waiter(mb.get().id(), &fut);
         }
     }
 }

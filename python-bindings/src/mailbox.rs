@@ -300,39 +300,37 @@ impl Drop for PyMailbox {
     }
 }
 
-fn message(r: Result<hornbeam_core::Message, RecvError>) -> PyResult<Option<PyMessage>> {
+/// A receive's outcome for Python: the item, nothing queued, or the mailbox closed.
+fn taken(r: Result<hornbeam_core::Message, RecvError>) -> Taken {
     match r {
-        Ok(m) => Ok(Some(PyMessage {
+        Ok(m) => Taken::Message(PyMessage {
             msg: Some(m),
             lagged: 0,
-        })),
-        Err(RecvError::Lagged(n)) => Ok(Some(PyMessage {
+        }),
+        Err(RecvError::Lagged(n)) => Taken::Message(PyMessage {
             msg: None,
             lagged: n,
-        })),
-        Err(RecvError::Empty) | Err(RecvError::Timeout) => Ok(None),
-        Err(RecvError::Closed) => Err(MailboxClosed::new_err("mailbox is closed")),
+        }),
+        Err(RecvError::Empty) | Err(RecvError::Timeout) => Taken::Empty,
+        Err(RecvError::Closed) => Taken::Closed,
+    }
+}
+
+fn message(r: Result<hornbeam_core::Message, RecvError>) -> PyResult<Option<PyMessage>> {
+    match taken(r) {
+        Taken::Message(m) => Ok(Some(m)),
+        Taken::Empty => Ok(None),
+        Taken::Closed => Err(MailboxClosed::new_err("mailbox is closed")),
+        Taken::Error(e) => Err(e),
     }
 }
 
 impl PyMailbox {
     /// For the awaitable: takes the next item, or arms the ready set when there is none.
     pub(crate) fn take_or_arm(&self) -> Taken {
-        let mb = match self.live() {
-            Ok(mb) => mb,
-            Err(e) => return Taken::Error(e),
-        };
-        match mb.try_recv_arm() {
-            Ok(m) => Taken::Message(PyMessage {
-                msg: Some(m),
-                lagged: 0,
-            }),
-            Err(RecvError::Lagged(n)) => Taken::Message(PyMessage {
-                msg: None,
-                lagged: n,
-            }),
-            Err(RecvError::Empty) | Err(RecvError::Timeout) => Taken::Empty,
-            Err(RecvError::Closed) => Taken::Closed,
+        match self.live() {
+            Ok(mb) => taken(mb.try_recv_arm()),
+            Err(e) => Taken::Error(e),
         }
     }
 
@@ -643,39 +641,27 @@ impl PyReadySet {
         };
     }
 
-    /// Takes `fut` off whichever mailbox it waits on (a cancelled or abandoned receive).
-    pub(crate) fn forget_waiter(&self, fut: &Bound<'_, PyAny>) {
+    /// Takes `fut` off mailbox `id`'s waiters (a cancelled or abandoned receive).
+    pub(crate) fn forget_waiter(&self, id: u64, fut: &Bound<'_, PyAny>) {
         let removed = {
             let mut waiters = lock(&self.waiters);
-            let mut found = None;
-            for (id, w) in waiters.iter_mut() {
-                match w {
-                    Waiting::One(f) if f.is(fut) => {
-                        found = Some((*id, None));
-                        break;
-                    }
-                    Waiting::Many(all) => {
-                        if let Some(i) = all.iter().position(|f| f.is(fut)) {
-                            found = Some((*id, Some(all.swap_remove(i))));
-                            break;
-                        }
-                    }
-                    Waiting::One(_) => {}
-                }
-            }
-            match found {
-                Some((id, None)) => waiters.remove(&id),
-                Some((id, Some(f))) => {
-                    if matches!(waiters.get(&id), Some(Waiting::Many(all)) if all.is_empty()) {
+            match waiters.get_mut(&id) {
+                Some(Waiting::One(f)) if f.is(fut) => waiters.remove(&id),
+                Some(Waiting::Many(all)) => {
+                    let found = all
+                        .iter()
+                        .position(|f| f.is(fut))
+                        .map(|i| all.swap_remove(i));
+                    if all.is_empty() {
                         waiters.remove(&id);
                     }
-                    Some(Waiting::One(f))
+                    found.map(Waiting::One)
                 }
-                None => None,
+                _ => None,
             }
         };
         // Outside the lock: dropping a reference may run Python code. As a `Bound`: this runs
-        // from the awaitable's slots, outside pyo3's GIL accounting (see `awaitable::take_field`).
+        // from the awaitable's slots, outside pyo3's GIL accounting (see `awaitable::Field`).
         if let Some(Waiting::One(f)) = removed {
             drop(f.into_bound(fut.py()));
         }

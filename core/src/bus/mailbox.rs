@@ -36,6 +36,18 @@ struct PublisherSide {
     popped_seen: AtomicUsize,
 }
 
+/// Takes mailbox `id` out of a list of subscribers (a topic's, a pattern's, a watched
+/// prefix's); whether it was there. Order in the list does not matter.
+pub(crate) fn remove_subscriber(list: &mut Vec<Arc<Shared>>, id: u64) -> bool {
+    match list.iter().position(|s| s.id == id) {
+        Some(i) => {
+            list.swap_remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
 /// The publisher-facing side of a mailbox, held by the subscription trie.
 ///
 /// `repr(C)`, in this order: what every push reads (the channel, the byte rule's two words, the

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 type Map<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
-use super::mailbox::Shared;
+use super::mailbox::{remove_subscriber, Shared};
 use super::topic::{ONE, SEPARATOR, TAIL};
 
 #[derive(Default)]
@@ -54,13 +54,7 @@ impl Node {
     }
 
     fn remove_at(&mut self, segments: &[&str], id: u64) -> bool {
-        let drop_from = |list: &mut Vec<Arc<Shared>>| match list.iter().position(|s| s.id == id) {
-            Some(i) => {
-                list.swap_remove(i);
-                true
-            }
-            None => false,
-        };
+        let drop_from = |list: &mut Vec<Arc<Shared>>| remove_subscriber(list, id);
         let Some((&seg, rest)) = segments.split_first() else {
             return drop_from(&mut self.here);
         };
@@ -179,14 +173,11 @@ impl Index {
         let Some(list) = self.exact.get_mut(pattern) else {
             return false;
         };
-        let Some(i) = list.iter().position(|s| s.id == id) else {
-            return false;
-        };
-        list.swap_remove(i);
+        let removed = remove_subscriber(list, id);
         if list.is_empty() {
             self.exact.remove(pattern);
         }
-        true
+        removed
     }
 
     /// Calls `found` with each list of subscribers matching `topic` (a mailbox may be in more

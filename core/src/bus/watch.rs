@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::mailbox::Shared;
+use super::mailbox::{remove_subscriber, Shared};
 
 #[derive(Default)]
 struct Map {
@@ -56,10 +56,9 @@ impl Watches {
         let Some(list) = map.by_prefix.get_mut(prefix) else {
             return false;
         };
-        let Some(at) = list.iter().position(|s| s.id == id) else {
+        if !remove_subscriber(list, id) {
             return false;
-        };
-        list.swap_remove(at);
+        }
         if list.is_empty() {
             map.by_prefix.remove(prefix);
             if let Some(n) = map.lengths.get_mut(&prefix.len()) {

@@ -164,7 +164,6 @@ def _hub(loop: asyncio.AbstractEventLoop) -> _Hub:
     return hub
 
 
-
 class Mailbox(_native.Mailbox):
     """A bounded queue of messages for the topics and patterns it subscribes to, and of the
     changes of the store keys it watches.
@@ -194,13 +193,10 @@ class Mailbox(_native.Mailbox):
         return self._recv_timeout(timeout)
 
     def _hub_here(self) -> "_Hub":
-        """The running loop's hub, with this mailbox attached to it (cached on the mailbox)."""
-        loop = asyncio.get_running_loop()
-        hub = self.__dict__.get("_hub")
-        if hub is None or hub.loop is not loop:
-            hub = _hub(loop)
-            self._attach(hub.ready)
-            self.__dict__["_hub"] = hub
+        """The running loop's hub, with this mailbox attached to it (the native side caches it,
+        see `PyMailbox::hub`)."""
+        hub = _hub(asyncio.get_running_loop())
+        self._attach(hub.ready)  # the same ready set again is a no-op; another one is an error
         if hub.bell is None:
             hub.find_bell()
         return hub
