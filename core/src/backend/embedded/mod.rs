@@ -13,7 +13,7 @@
 
 mod shard;
 
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -27,10 +27,16 @@ use crate::value::Value;
 use shard::Shard;
 
 /// Hash of a key; the same for every store in the process (seeded once, at random).
-#[inline]
+///
+/// Written out rather than `BuildHasher::hash_one`, which the compiler keeps out of line in
+/// the C ABI's calls (a call per operation); foldhash mixes the length into the seed, so the
+/// bytes alone are hashed.
+#[inline(always)]
 pub(crate) fn hash_key(key: &str) -> u64 {
     static STATE: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
-    STATE.get_or_init(Default::default).hash_one(key)
+    let mut h = STATE.get_or_init(Default::default).build_hasher();
+    h.write(key.as_bytes());
+    h.finish()
 }
 
 /// A shard padded to its own cache lines, so locks of neighbouring shards do not false-share.
