@@ -117,7 +117,8 @@ impl Shared {
         self.push_handle(msg.clone()).is_ok()
     }
 
-    /// [`Shared::push`] of a handle the caller made (one reference of a [`Reserved`] set, see
+    /// [`Shared::push`] of a handle the caller made (one of a message's
+    /// [`Handles`](super::message::Handles), see
     /// `BusInner::deliver`); a handle that could not be queued comes back.
     #[inline]
     pub(crate) fn push_handle(&self, msg: Message) -> std::result::Result<(), Message> {

@@ -4,8 +4,9 @@
 //! Why not `Arc<[u8]>`: its fat pointer made each queued item 32 bytes (40 with the channel's
 //! stamp) against 16, and a publish to N mailboxes took N atomic increments of one shared
 //! count, which the consumer's decrements on the other core bounce between the cores. Here a
-//! publish reserves its N references with one atomic add ([`Message::reserve`]) and each delivery
-//! takes one of them ([`Reserved::take`]) without touching the count (measured in
+//! publish turns its message into N references with one atomic add ([`Message::into_handles`])
+//! and each delivery takes one of them ([`Handles::take`]) without touching the count; a publish
+//! to one mailbox moves its reference into it (measured in
 //! `cargo bench -p hornbeam-benches --bench bus`; see BENCHMARKS.md).
 
 use std::alloc::{self, Layout};
@@ -165,53 +166,65 @@ impl Message {
         self.ptr.as_ptr().cast::<u8>()
     }
 
-    /// Reserves `n` more references with one atomic add, to be taken by up to `n` deliveries;
-    /// the ones not taken are given back when the reservation is dropped.
-    pub(crate) fn reserve(&self, n: usize) -> Reserved<'_> {
-        if n > 0 && self.header().refs.fetch_add(n, Ordering::Relaxed) > MAX_REFS - n {
+    /// Turns this handle into `n` (at least 1) with one atomic add of `n - 1`, to be taken by up
+    /// to `n` deliveries; the ones not taken are released when the set is dropped. A publish to
+    /// one mailbox moves the publisher's own reference into it and touches no count at all.
+    pub(crate) fn into_handles(self, n: usize) -> Handles {
+        let extra = n.saturating_sub(1);
+        if extra > 0 && self.header().refs.fetch_add(extra, Ordering::Relaxed) > MAX_REFS - extra {
             std::process::abort();
         }
-        Reserved { msg: self, left: n }
+        let ptr = self.ptr;
+        std::mem::forget(self);
+        Handles {
+            ptr,
+            left: n.max(1),
+        }
     }
 }
 
-/// References reserved on a message by [`Message::reserve`].
-pub(crate) struct Reserved<'a> {
-    msg: &'a Message,
+/// References to one message made by [`Message::into_handles`], held until taken.
+pub(crate) struct Handles {
+    ptr: NonNull<Header>,
+    /// References held: each is one [`Handles::take`].
     left: usize,
 }
 
-impl Reserved<'_> {
-    /// A handle that uses one reserved reference (no atomic operation); a plain clone when none
-    /// is left.
+impl Handles {
+    /// A handle that uses one held reference (no atomic operation).
+    ///
+    /// # Panics
+    /// When all were taken: a caller takes at most the `n` it asked for.
     #[inline]
     pub(crate) fn take(&mut self) -> Message {
-        if self.left == 0 {
-            return self.msg.clone();
-        }
+        assert!(self.left > 0, "more deliveries than handles made");
         self.left -= 1;
-        Message { ptr: self.msg.ptr }
+        Message { ptr: self.ptr }
     }
 
-    /// Gives back a handle taken from this reservation that was not used (a full mailbox),
-    /// without touching the count.
+    /// Gives back a handle taken from this set that was not used (a full mailbox), without
+    /// touching the count.
     #[inline]
     pub(crate) fn give_back(&mut self, msg: Message) {
-        debug_assert!(msg.shares_with(self.msg));
+        debug_assert!(msg.ptr == self.ptr);
         std::mem::forget(msg);
         self.left += 1;
     }
 }
 
-impl Drop for Reserved<'_> {
+impl Drop for Handles {
     fn drop(&mut self) {
-        if self.left > 0 {
-            // The reserving caller still holds `msg`, so this never drops the count to zero.
-            self.msg
-                .header()
-                .refs
-                .fetch_sub(self.left, Ordering::Release);
+        if self.left == 0 {
+            return;
         }
+        if self.left > 1 {
+            // One reference stays held below, so this never drops the count to zero.
+            // SAFETY: (for `as_ref`) the allocation lives while we hold a reference.
+            let refs = unsafe { &self.ptr.as_ref().refs };
+            refs.fetch_sub(self.left - 1, Ordering::Release);
+        }
+        // The last held reference, released as a handle's drop (freeing it if it was the last).
+        drop(Message { ptr: self.ptr });
     }
 }
 
@@ -262,27 +275,61 @@ impl fmt::Debug for Message {
 mod tests {
     use super::*;
 
+    fn refs(m: &Message) -> usize {
+        m.header().refs.load(Ordering::Relaxed)
+    }
+
     #[test]
-    fn reservations_count_exactly() {
+    fn handles_count_exactly() {
+        // Three handles, one given back: dropping the set releases the two not taken.
         let m = Message::new("room:a", b"hi");
-        {
-            let mut r = m.reserve(3);
-            let a = r.take();
-            let b = r.take();
-            r.give_back(b);
-            assert_eq!(m.header().refs.load(Ordering::Relaxed), 4);
-            drop(r); // gives back the two not taken
-            assert_eq!(m.header().refs.load(Ordering::Relaxed), 2);
-            assert!(a.shares_with(&m) && m.is_shared());
-            assert_eq!((a.topic(), a.payload()), ("room:a", &b"hi"[..]));
-        }
-        assert_eq!(m.header().refs.load(Ordering::Relaxed), 1);
-        assert!(!m.is_shared());
-        let mut r = m.reserve(0);
-        let c = r.take(); // nothing reserved: a plain clone
-        drop(r);
-        assert_eq!(m.header().refs.load(Ordering::Relaxed), 2);
-        drop(c);
+        let keep = m.clone();
+        let mut h = m.into_handles(3);
+        assert_eq!(refs(&keep), 4);
+        let a = h.take();
+        let b = h.take();
+        h.give_back(b);
+        assert_eq!(refs(&keep), 4);
+        drop(h);
+        assert_eq!(refs(&keep), 2);
+        assert!(a.shares_with(&keep) && keep.is_shared());
+        assert_eq!((a.topic(), a.payload()), ("room:a", &b"hi"[..]));
+        drop(a);
+        assert_eq!(refs(&keep), 1);
+        assert!(!keep.is_shared());
+
+        // One handle moves the reference: no count changes.
+        let mut h = keep.clone().into_handles(1);
+        assert_eq!(refs(&keep), 2);
+        let only = h.take();
+        drop(h);
+        assert_eq!(refs(&keep), 2);
+        drop(only);
+        assert_eq!(refs(&keep), 1);
+
+        // A set dropped with every handle given back frees the message (miri and valgrind see
+        // a leak otherwise); one whose handles are all taken leaves the count to them.
+        let mut h = Message::new("t", b"x").into_handles(2);
+        let x = h.take();
+        h.give_back(x);
+        drop(h);
+        let mut h = Message::new("t", b"y").into_handles(2);
+        let (x, y) = (h.take(), h.take());
+        drop(h);
+        assert_eq!(refs(&x), 2);
+        drop((x, y));
+    }
+
+    #[test]
+    #[should_panic(expected = "more deliveries than handles made")]
+    fn taking_more_handles_than_made_panics() {
+        let mut h = Message::new("t", b"x").into_handles(1);
+        let _a = h.take();
+        let _b = h.take();
+    }
+
+    #[test]
+    fn messages_compare_and_carry_their_kind() {
         let e = Message::change(ChangeKind::Set, "k", b"");
         assert_eq!(e.change_kind(), Some(ChangeKind::Set));
         assert_eq!((e.topic(), e.payload(), e.size()), ("k", &b""[..], 1));

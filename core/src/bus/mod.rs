@@ -130,7 +130,7 @@ impl Changes for BusInner {
 
 impl Sink for BusInner {
     fn deliver(&self, topic: &str, payload: &[u8]) -> usize {
-        self.deliver(&Message::new(topic, payload))
+        BusInner::deliver(self, topic, payload)
     }
 
     fn changed(&self, kind: ChangeKind, key: &str, value: &[u8]) {
@@ -206,35 +206,24 @@ impl BusInner {
         }
     }
 
-    /// Queues an already-built message into matching mailboxes (no checks).
-    fn deliver(&self, msg: &Message) -> usize {
+    /// Queues a message into the matching mailboxes (no checks); returns how many accepted it.
+    fn deliver(&self, topic: &str, payload: &[u8]) -> usize {
         let trie = self.trie.read();
         let mut first: Option<&[Arc<Shared>]> = None;
         let mut more: Vec<&[Arc<Shared>]> = Vec::new();
-        trie.matching(msg.topic(), &mut |list| {
+        trie.matching(topic, &mut |list| {
             if first.is_none() {
                 first = Some(list);
             } else {
                 more.push(list);
             }
         });
+        // Nobody subscribed: nothing is allocated.
         let Some(first) = first else { return 0 };
-        // One atomic add reserves a reference per mailbox (see `message`), instead of one
-        // increment per delivery on a count the consumers keep decrementing.
-        let push_all = |list: &mut dyn Iterator<Item = &Arc<Shared>>, n: usize| {
-            let mut refs = msg.reserve(n);
-            list.filter(|s| match s.push_handle(refs.take()) {
-                Ok(()) => true,
-                Err(back) => {
-                    refs.give_back(back);
-                    false
-                }
-            })
-            .count()
-        };
+        let msg = Message::new(topic, payload);
         if more.is_empty() {
             // One list: a mailbox appears in it at most once.
-            return push_all(&mut first.iter(), first.len());
+            return push_each(msg, first.iter(), first.len());
         }
         // Several lists (patterns overlapping): deliver once per mailbox.
         more.push(first);
@@ -242,7 +231,7 @@ impl BusInner {
         all.sort_unstable_by_key(|s| s.id);
         all.dedup_by_key(|s| s.id);
         let n = all.len();
-        push_all(&mut all.into_iter(), n)
+        push_each(msg, all.into_iter(), n)
     }
 
     fn add(&self, pattern: &str, shared: &Arc<Shared>) {
@@ -267,6 +256,21 @@ impl BusInner {
             }
         }
     }
+}
+
+/// Queues `msg` into each of `list`'s `n` mailboxes: the message becomes `n` handles with one
+/// atomic add (see [`Message::into_handles`]), so a delivery touches no shared count; returns how
+/// many accepted it.
+fn push_each<'a>(msg: Message, list: impl Iterator<Item = &'a Arc<Shared>>, n: usize) -> usize {
+    let mut handles = msg.into_handles(n);
+    list.filter(|s| match s.push_handle(handles.take()) {
+        Ok(()) => true,
+        Err(back) => {
+            handles.give_back(back);
+            false
+        }
+    })
+    .count()
 }
 
 /// Topic pub/sub. Cloning gives another handle to the same bus.
@@ -354,7 +358,7 @@ impl Bus {
             Some(r) => r.publish(topic, payload)?,
             None => 0,
         };
-        Ok(self.inner.deliver(&Message::new(topic, payload)) + others)
+        Ok(self.inner.deliver(topic, payload) + others)
     }
 
     /// On `local://`, once this process subscribed: a descriptor that reads as ready when another
