@@ -198,6 +198,36 @@ fn expired_keys_are_gone_for_every_operation() {
     assert!(st.set_if_absent("t3", Value::Int(6), None).unwrap());
 }
 
+/// On the real clock of every backend: `incr` keeps a counter's deadline, the counter then
+/// expires for every operation (`len` included, which on `local://` counts the expiry index),
+/// and an `incr` after that starts again from the delta, with no deadline.
+#[test]
+fn an_incremented_counter_keeps_its_real_ttl_and_still_expires() {
+    with_engine(|e, _| {
+        let st = e.store();
+        st.set("other", Value::Int(0), None).unwrap();
+        st.set("hits", Value::Int(1), Some(Duration::from_millis(300)))
+            .unwrap();
+        assert_eq!(st.incr("hits", 1).unwrap(), 2);
+        assert_eq!(st.incr("hits", 200).unwrap(), 202, "a longer encoding");
+        assert!(
+            matches!(st.ttl("hits").unwrap(), Ttl::Expires(d) if d <= Duration::from_millis(300))
+        );
+        assert_eq!(st.len(), 2);
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while st.get("hits").unwrap().is_some() {
+            assert!(Instant::now() < give_up, "the counter never expired");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(st.len(), 1, "an expired counter is not counted");
+        assert_eq!(st.keys("").unwrap(), vec!["other".to_string()]);
+        assert_eq!(st.ttl("hits").unwrap(), Ttl::Missing);
+        assert_eq!(st.incr("hits", 5).unwrap(), 5);
+        assert_eq!(st.ttl("hits").unwrap(), Ttl::Persistent);
+        assert_eq!(st.len(), 2);
+    });
+}
+
 #[test]
 fn expire_persist_and_incr_keeps_ttl() {
     let (st, clock) = manual_store();
