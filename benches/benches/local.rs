@@ -42,7 +42,7 @@ fn local(c: &mut Criterion) {
     let url = format!("local://{}", dir.0.display());
     let engine = Engine::open(&url, Config::default()).expect("open local://");
     assert_eq!(engine.store().backend_name(), "local");
-    g.bench_function("hornbeam_local", |b| {
+    g.bench_function("hornbeam", |b| {
         b.iter(|| black_box(engine.store().incr(black_box("hits"), 1).unwrap()))
     });
 

@@ -166,6 +166,10 @@ def main() -> None:
             incr1: list[float] = []
             incr4: list[float] = []
             fan: dict[str, list[dict]] = {"local": [], "redis": []}
+            # The same fan-out with fewer tasks per process, where the transport, not the
+            # Python consumers, sets the pace.
+            sweep_sizes = ((1, 2000), (10, 500)) if args.quick else ((1, 20_000), (10, 5000))
+            sweep: dict[tuple[int, str], list[float]] = {}
             light: list[dict] = []
             for r in range(args.rounds):
                 for name, url in (("embedded", None), ("local", local_url), ("redis", redis_url)):
@@ -177,6 +181,11 @@ def main() -> None:
                 incr4.append(incr_rate(local_url, 4, n_incr // 4 * 4 // 4))
                 for name, url in (("local", f"local://{tmp / f'fan{r}'}"), ("redis", redis_url)):
                     fan[name].append(fanout(port, url, 4, subs, msgs, 10))
+                for n_subs, n_msgs in sweep_sizes:
+                    for name, url in (("local", f"local://{tmp / f'sw{n_subs}-{r}'}"),
+                                      ("redis", redis_url)):
+                        got = fanout(port, url, 4, n_subs, n_msgs, 10)["deliveries_per_s"]
+                        sweep.setdefault((n_subs, name), []).append(got)
                 light.append(fanout(port, f"local://{tmp / f'light{r}'}", 1, 1, 300, 1, 0.002))
             keys_small = [run_json(KEYS, ["10000"], f"local://{tmp / f'k10k{r}'}")["us"]
                           for r in range(args.rounds)]
@@ -206,6 +215,13 @@ def main() -> None:
     ratio = med([x["deliveries_per_s"] for x in fan["local"]]) / med(
         [x["deliveries_per_s"] for x in fan["redis"]])
     print(f"\nlocal:// / Redis deliveries per second: **{ratio:.1f}x**.\n")
+    print("| fan-out, 4 processes x N mailbox tasks | messages | local:// deliveries/s | "
+          "Redis deliveries/s | local / Redis |")
+    print("|---|---:|---:|---:|---:|")
+    for n_subs, n_msgs in sweep_sizes:
+        lo, rd = med(sweep[(n_subs, "local")]), med(sweep[(n_subs, "redis")])
+        print(f"| N = {n_subs} | {n_msgs:,} | {lo:,.0f} | {rd:,.0f} | {lo / rd:.2f}x |")
+    print()
     print(f"publish -> receive in another process on local://, one message every 2 ms: p50 "
           f"**{1000 * med([x['p50_ms'] for x in light]):.0f} µs**, p99 "
           f"{1000 * med([x['p99_ms'] for x in light]):.0f} µs.\n")
