@@ -36,6 +36,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
+mod keyhash;
 pub mod store;
 pub mod sync;
 mod valgrind;

@@ -379,3 +379,89 @@ fn ready_set_reports_each_mailbox_once_per_batch() {
         "closing reports the mailbox so its waiter wakes"
     );
 }
+
+/// A thread that publishes to one topic again and again uses its memo of the lookup (no lock);
+/// every kind of subscription change made before a publish (here from other threads, joined
+/// first) is seen by it: a new exact subscriber, a new overlapping pattern (still one delivery
+/// per mailbox), an unsubscribe, a close, a drop; a second bus with the same topic in the same
+/// thread gets its own subscribers.
+#[test]
+fn a_repeated_publish_sees_every_subscription_change_before_it() {
+    with_engine(|e, _| {
+        let bus = e.bus();
+        let a = bus.mailbox();
+        a.subscribe("hot:t").unwrap();
+        for _ in 0..3 {
+            assert_eq!(bus.publish("hot:t", b"x").unwrap(), 1);
+        }
+        assert_eq!(payloads(&a), ["x", "x", "x"]);
+
+        let b = std::thread::scope(|s| {
+            s.spawn(|| {
+                let b = bus.mailbox();
+                b.subscribe("hot:t").unwrap();
+                b
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(bus.publish("hot:t", b"1").unwrap(), 2, "a new subscriber");
+        assert_eq!(bus.publish("hot:t", b"2").unwrap(), 2);
+        assert_eq!(payloads(&b), ["1", "2"]);
+
+        std::thread::scope(|s| s.spawn(|| b.subscribe("hot:*").unwrap()).join().unwrap());
+        assert_eq!(
+            bus.publish("hot:t", b"3").unwrap(),
+            2,
+            "a pattern overlapping"
+        );
+        assert_eq!(bus.publish("hot:t", b"4").unwrap(), 2);
+        assert_eq!(payloads(&b), ["3", "4"], "once per mailbox");
+
+        std::thread::scope(|s| s.spawn(|| a.unsubscribe("hot:t").unwrap()).join().unwrap());
+        assert_eq!(bus.publish("hot:t", b"5").unwrap(), 1, "an unsubscribe");
+        assert_eq!(bus.publish("hot:t", b"6").unwrap(), 1);
+        assert_eq!(payloads(&a), ["1", "2", "3", "4"], "nothing after its unsubscribe");
+        assert_eq!(payloads(&b), ["5", "6"]);
+
+        let c = bus.mailbox();
+        c.subscribe("hot:t").unwrap();
+        assert_eq!(bus.publish("hot:t", b"7").unwrap(), 2);
+        std::thread::scope(|s| s.spawn(|| c.close()).join().unwrap());
+        assert_eq!(bus.publish("hot:t", b"8").unwrap(), 1, "a close");
+        drop(b);
+        assert_eq!(bus.publish("hot:t", b"9").unwrap(), 0, "a drop");
+        assert_eq!(bus.publish("hot:t", b"10").unwrap(), 0);
+
+        let other = Engine::new(Config::default());
+        let d = other.bus().mailbox();
+        d.subscribe("hot:t").unwrap();
+        let a2 = bus.mailbox();
+        a2.subscribe("hot:t").unwrap();
+        for i in 0..3 {
+            assert_eq!(other.bus().publish("hot:t", b"o").unwrap(), 1, "round {i}");
+            assert_eq!(bus.publish("hot:t", b"b").unwrap(), 1, "round {i}");
+        }
+        assert_eq!(
+            payloads(&d),
+            ["o", "o", "o"],
+            "each bus its own subscribers"
+        );
+        assert_eq!(payloads(&a2), ["b", "b", "b"]);
+    });
+}
+
+/// Publishing to nobody is remembered too, and a first subscriber is then seen.
+#[test]
+fn a_repeated_publish_to_nobody_sees_a_first_subscriber() {
+    with_engine(|e, _| {
+        let bus = e.bus();
+        for _ in 0..3 {
+            assert_eq!(bus.publish("empty:t", b"x").unwrap(), 0);
+        }
+        let a = bus.mailbox();
+        a.subscribe("empty:>").unwrap();
+        assert_eq!(bus.publish("empty:t", b"y").unwrap(), 1);
+        assert_eq!(payloads(&a), ["y"]);
+    });
+}

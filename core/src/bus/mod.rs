@@ -30,6 +30,9 @@
 //!
 //! **Locking behaviour:** `publish` holds the trie's shared lock while it queues (queueing never
 //! blocks), so publishers run in parallel; subscribe, unsubscribe and close take it exclusively.
+//! A thread that publishes to the same topic again (with at most 16 mailboxes reached) uses its
+//! own memo of the last lookup instead, valid while no subscription of the bus changed, and takes
+//! no lock (`route.rs` says why and how it stays exact).
 //!
 //! # Across processes (`local://`, Redis)
 //!
@@ -55,6 +58,7 @@
 mod mailbox;
 mod message;
 mod notify;
+mod route;
 pub mod topic;
 mod trie;
 mod watch;
@@ -101,6 +105,10 @@ impl std::error::Error for RecvError {}
 
 pub(crate) struct BusInner {
     trie: RwLock<trie::Index>,
+    /// Unique in the process, for the publishing threads' memos (`route`).
+    id: u64,
+    /// Changes with every change to `trie`, under its write lock (see `route`).
+    generation: route::Generation,
     next_id: AtomicU64,
     subscriptions: AtomicUsize,
     pub(crate) limits: Limits,
@@ -208,7 +216,18 @@ impl BusInner {
 
     /// Queues a message into the matching mailboxes (no checks); returns how many accepted it.
     fn deliver(&self, topic: &str, payload: &[u8]) -> usize {
+        // A thread publishing to the same topic again takes no lock (see `route`).
+        let remembered = route::recall(self.id, &self.generation, topic, |to| {
+            if to.is_empty() {
+                return 0;
+            }
+            push_each(Message::new(topic, payload), to.iter(), to.len())
+        });
+        if let Some(n) = remembered {
+            return n;
+        }
         let trie = self.trie.read();
+        let generation = self.generation.get();
         let mut first: Option<&[Arc<Shared>]> = None;
         let mut more: Vec<&[Arc<Shared>]> = Vec::new();
         trie.matching(topic, &mut |list| {
@@ -218,11 +237,15 @@ impl BusInner {
                 more.push(list);
             }
         });
-        // Nobody subscribed: nothing is allocated.
-        let Some(first) = first else { return 0 };
+        let Some(first) = first else {
+            route::note(self.id, generation, topic, std::iter::empty(), 0);
+            // Nobody subscribed: nothing is allocated.
+            return 0;
+        };
         let msg = Message::new(topic, payload);
         if more.is_empty() {
             // One list: a mailbox appears in it at most once.
+            route::note(self.id, generation, topic, first.iter(), first.len());
             return push_each(msg, first.iter(), first.len());
         }
         // Several lists (patterns overlapping): deliver once per mailbox.
@@ -231,16 +254,23 @@ impl BusInner {
         all.sort_unstable_by_key(|s| s.id);
         all.dedup_by_key(|s| s.id);
         let n = all.len();
+        route::note(self.id, generation, topic, all.iter().copied(), n);
         push_each(msg, all.into_iter(), n)
     }
 
     fn add(&self, pattern: &str, shared: &Arc<Shared>) {
-        self.trie.write().insert(pattern, shared.clone());
+        let mut trie = self.trie.write();
+        trie.insert(pattern, shared.clone());
+        self.generation.bump();
+        drop(trie);
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
     }
 
     fn remove(&self, pattern: &str, id: u64) {
-        if self.trie.write().remove(pattern, id) {
+        let mut trie = self.trie.write();
+        if trie.remove(pattern, id) {
+            self.generation.bump();
+            drop(trie);
             self.subscriptions.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -255,6 +285,7 @@ impl BusInner {
                 self.subscriptions.fetch_sub(1, Ordering::Relaxed);
             }
         }
+        self.generation.bump();
     }
 }
 
@@ -302,6 +333,8 @@ impl Bus {
         Bus {
             inner: Arc::new(BusInner {
                 trie: RwLock::new(trie::Index::default()),
+                id: route::bus_id(),
+                generation: Default::default(),
                 next_id: AtomicU64::new(1),
                 subscriptions: AtomicUsize::new(0),
                 limits: config.limits.clone(),
@@ -317,6 +350,8 @@ impl Bus {
         Bus {
             inner: Arc::new(BusInner {
                 trie: RwLock::new(trie::Index::default()),
+                id: route::bus_id(),
+                generation: Default::default(),
                 next_id: AtomicU64::new(1),
                 subscriptions: AtomicUsize::new(0),
                 limits: config.limits.clone(),

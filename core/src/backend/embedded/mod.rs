@@ -13,9 +13,8 @@
 
 mod shard;
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -23,21 +22,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use super::{ChangeKind, Changes, Ttl};
 use crate::clock::Clock;
 use crate::error::{shorten, Error, Result};
+use crate::keyhash::hash_key;
 use crate::value::Value;
 use shard::Shard;
-
-/// Hash of a key; the same for every store in the process (seeded once, at random).
-///
-/// Written out rather than `BuildHasher::hash_one`, which the compiler keeps out of line in
-/// the C ABI's calls (a call per operation); foldhash mixes the length into the seed, so the
-/// bytes alone are hashed.
-#[inline(always)]
-pub(crate) fn hash_key(key: &str) -> u64 {
-    static STATE: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
-    let mut h = STATE.get_or_init(Default::default).build_hasher();
-    h.write(key.as_bytes());
-    h.finish()
-}
 
 /// A shard padded to its own cache lines, so locks of neighbouring shards do not false-share.
 #[repr(align(128))]

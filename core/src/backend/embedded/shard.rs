@@ -7,40 +7,8 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 
+use crate::keyhash::{hash_key, same_key};
 use crate::value::Value;
-
-/// Whether two keys are equal. Keys of up to 16 bytes (most keys) are compared with two
-/// overlapping word loads, inline; a plain `==` on a key whose length is known only at run time
-/// calls libc's `memcmp`, which was 3% of a C `hb_incr`.
-#[inline(always)]
-pub(crate) fn same_key(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    if (8..=16).contains(&n) {
-        let (head, tail) = (|s: &[u8]| word8(s, 0), |s: &[u8]| word8(s, n - 8));
-        head(a) == head(b) && tail(a) == tail(b)
-    } else if (4..8).contains(&n) {
-        let (head, tail) = (|s: &[u8]| word4(s, 0), |s: &[u8]| word4(s, n - 4));
-        head(a) == head(b) && tail(a) == tail(b)
-    } else {
-        a == b
-    }
-}
-
-/// 8 bytes of `s` from `at`, as one unaligned load.
-#[inline(always)]
-fn word8(s: &[u8], at: usize) -> u64 {
-    u64::from_ne_bytes(s[at..at + 8].try_into().expect("8 bytes"))
-}
-
-/// 4 bytes of `s` from `at`, as one unaligned load.
-#[inline(always)]
-fn word4(s: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes(s[at..at + 4].try_into().expect("4 bytes"))
-}
 
 /// An entry of the hash table.
 pub(crate) struct Entry {
@@ -173,7 +141,7 @@ impl Shard {
             }
             let live = self
                 .table
-                .find(super::hash_key(key), |e| Arc::ptr_eq(&e.key, key))
+                .find(hash_key(key), |e| Arc::ptr_eq(&e.key, key))
                 .is_some_and(|e| e.is_live(|| now));
             if live {
                 out.push(key.clone());
@@ -194,7 +162,7 @@ impl Shard {
                 Some((at, key)) if *at <= now => key.clone(),
                 _ => break,
             };
-            self.remove(super::hash_key(&key), &key);
+            self.remove(hash_key(&key), &key);
             on_removed(&key);
             removed += 1;
         }
@@ -223,32 +191,5 @@ impl Shard {
     #[cfg(test)]
     pub(crate) fn index_len(&self) -> usize {
         self.index.len()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_key;
-
-    /// Every length from 0 to 40 (both word paths, their edges and the `memcmp` path), every
-    /// position of a difference, and keys of different lengths sharing a prefix.
-    #[test]
-    fn same_key_compares_every_byte_at_every_length() {
-        let base: String = ('a'..='z').chain('A'..='Z').take(40).collect();
-        for n in 0..=40 {
-            let a = &base[..n];
-            let copy = String::from(a); // another allocation, so no pointer is shared
-            assert!(same_key(a, &copy), "len {n}");
-            for i in 0..n {
-                let mut b = a.as_bytes().to_vec();
-                b[i] = b'0';
-                let b = String::from_utf8(b).unwrap();
-                assert!(!same_key(a, &b), "len {n}, differs at {i}");
-                assert!(!same_key(&b, a), "len {n}, differs at {i}");
-            }
-            if n > 0 {
-                assert!(!same_key(a, &base[..n - 1]), "len {n} vs {}", n - 1);
-            }
-        }
     }
 }
