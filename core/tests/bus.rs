@@ -421,7 +421,11 @@ fn a_repeated_publish_sees_every_subscription_change_before_it() {
         std::thread::scope(|s| s.spawn(|| a.unsubscribe("hot:t").unwrap()).join().unwrap());
         assert_eq!(bus.publish("hot:t", b"5").unwrap(), 1, "an unsubscribe");
         assert_eq!(bus.publish("hot:t", b"6").unwrap(), 1);
-        assert_eq!(payloads(&a), ["1", "2", "3", "4"], "nothing after its unsubscribe");
+        assert_eq!(
+            payloads(&a),
+            ["1", "2", "3", "4"],
+            "nothing after its unsubscribe"
+        );
         assert_eq!(payloads(&b), ["5", "6"]);
 
         let c = bus.mailbox();
