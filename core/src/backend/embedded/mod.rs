@@ -223,8 +223,7 @@ impl EmbeddedStore {
             return false;
         };
         let old = std::mem::replace(&mut e.expires_at, deadline);
-        let k = e.key.clone();
-        shard.retime(k, old, deadline);
+        shard.retime(key, old, deadline);
         true
     }
 
@@ -372,6 +371,47 @@ mod tests {
         assert_eq!(s.reap_expired(), 1);
         let idx: usize = s.inner.shards.iter().map(|p| p.0.read().index_len()).sum();
         assert_eq!(idx, 0);
+        assert_eq!(s.value_bytes(), 0);
+    }
+
+    /// Keys on both sides of the inline limit (22 bytes) behave alike through every operation
+    /// that touches the ordered index and the expiry queue, and leave neither behind.
+    #[test]
+    fn inline_and_shared_keys_keep_index_and_expiries_exact() {
+        let clock = ManualClock::new();
+        let s = EmbeddedStore::new(64, Clock::Manual(clock.clone()), None);
+        let keys: Vec<String> = [1, 21, 22, 23, 40].iter().map(|&n| "k".repeat(n)).collect();
+        let ttl = Some(Duration::from_secs(5));
+        for k in &keys {
+            s.set(k, Value::Int(1), ttl);
+            assert_eq!(s.incr(k, 1).unwrap(), 2, "{k}");
+            assert!(
+                matches!(s.ttl(k), Ttl::Expires(_)),
+                "incr keeps the deadline of {k}"
+            );
+            s.set(k, Value::Int(3), ttl); // a new deadline: the expiry entry moves
+            assert!(s.persist(k));
+            assert!(s.expire(k, Duration::from_secs(1)));
+        }
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(s.keys("k"), sorted);
+        assert!(s.delete(&keys[0]) && s.delete(&keys[3]));
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(
+            s.reap_expired(),
+            keys.len() - 2,
+            "one expiry entry per live key"
+        );
+        let idx: usize = s.inner.shards.iter().map(|p| p.0.read().index_len()).sum();
+        assert_eq!(idx, 0);
+        let left: usize = s
+            .inner
+            .shards
+            .iter()
+            .map(|p| p.0.read().expired_count(u64::MAX - 1))
+            .sum();
+        assert_eq!(left, 0, "no expiry entry left behind");
         assert_eq!(s.value_bytes(), 0);
     }
 }

@@ -10,9 +10,51 @@ use hashbrown::HashTable;
 use crate::keyhash::{hash_key, same_key};
 use crate::value::Value;
 
+/// Longest key an entry holds inline.
+const INLINE: usize = 22;
+
+/// A key as an entry of the hash table holds it: one of up to [`INLINE`] bytes sits in the entry
+/// itself, so a lookup compares it without following a pointer (at 1,000,000 keys that pointer is
+/// a cache miss on every lookup); a longer one shares the ordered index's allocation. The ordered
+/// index and the expiry queue hold every key as an `Arc<str>`.
+pub(crate) enum Key {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Shared(Arc<str>),
+}
+
+impl Key {
+    fn new(key: &Arc<str>) -> Key {
+        if key.len() > INLINE {
+            return Key::Shared(key.clone());
+        }
+        let mut bytes = [0u8; INLINE];
+        bytes[..key.len()].copy_from_slice(key.as_bytes());
+        Key::Inline {
+            len: key.len() as u8,
+            bytes,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Key::Inline { len, bytes } => {
+                // SAFETY: the first `len` bytes were copied whole from a `&str` in `Key::new`.
+                unsafe { std::str::from_utf8_unchecked(&bytes[..*len as usize]) }
+            }
+            Key::Shared(k) => k,
+        }
+    }
+
+    #[inline(always)]
+    fn is(&self, key: &str) -> bool {
+        same_key(self.as_str(), key)
+    }
+}
+
 /// An entry of the hash table.
 pub(crate) struct Entry {
-    pub(crate) key: Arc<str>,
+    pub(crate) key: Key,
     pub(crate) value: Value,
     /// Deadline in clock milliseconds; 0 means the key never expires.
     pub(crate) expires_at: u64,
@@ -41,12 +83,12 @@ pub(crate) struct Shard {
 impl Shard {
     #[inline]
     pub(crate) fn find(&self, hash: u64, key: &str) -> Option<&Entry> {
-        self.table.find(hash, |e| same_key(&e.key, key))
+        self.table.find(hash, |e| e.key.is(key))
     }
 
     #[inline]
     pub(crate) fn find_mut(&mut self, hash: u64, key: &str) -> Option<&mut Entry> {
-        self.table.find_mut(hash, |e| same_key(&e.key, key))
+        self.table.find_mut(hash, |e| e.key.is(key))
     }
 
     /// Finds a live entry for writing, removing it first when it has expired.
@@ -73,13 +115,12 @@ impl Shard {
         expires_at: u64,
     ) {
         let new_len = value.encoded_len();
-        if let Some(e) = self.table.find_mut(hash, |e| same_key(&e.key, key)) {
+        if let Some(e) = self.table.find_mut(hash, |e| e.key.is(key)) {
             let old_len = e.value.encoded_len();
             e.value = value;
             let old_exp = std::mem::replace(&mut e.expires_at, expires_at);
-            let k = e.key.clone();
             self.value_bytes = self.value_bytes + new_len - old_len;
-            self.retime(k, old_exp, expires_at);
+            self.retime(key, old_exp, expires_at);
             return;
         }
         let k: Arc<str> = Arc::from(key);
@@ -91,19 +132,23 @@ impl Shard {
         self.table.insert_unique(
             hash,
             Entry {
-                key: k,
+                key: Key::new(&k),
                 value,
                 expires_at,
             },
-            |e| hasher(&e.key),
+            |e| hasher(e.key.as_str()),
         );
     }
 
-    /// Moves a key in the expiry queue from `old` to `new` (0 = none).
-    pub(crate) fn retime(&mut self, key: Arc<str>, old: u64, new: u64) {
+    /// Moves a key of the shard in the expiry queue from `old` to `new` (0 = none).
+    pub(crate) fn retime(&mut self, key: &str, old: u64, new: u64) {
         if old == new {
             return;
         }
+        let Some(key) = self.index.get(key).cloned() else {
+            debug_assert!(false, "a key of the table is in the index");
+            return;
+        };
         if old != 0 {
             self.expiries.remove(&(old, key.clone()));
         }
@@ -114,13 +159,13 @@ impl Shard {
 
     /// Removes a key (live or expired); returns the entry.
     pub(crate) fn remove(&mut self, hash: u64, key: &str) -> Option<Entry> {
-        let entry = match self.table.find_entry(hash, |e| same_key(&e.key, key)) {
+        let entry = match self.table.find_entry(hash, |e| e.key.is(key)) {
             Ok(occupied) => occupied.remove().0,
             Err(_) => return None,
         };
-        self.index.remove(&entry.key);
-        if entry.expires_at != 0 {
-            self.expiries.remove(&(entry.expires_at, entry.key.clone()));
+        let key = self.index.take(entry.key.as_str());
+        if let (Some(key), true) = (key, entry.expires_at != 0) {
+            self.expiries.remove(&(entry.expires_at, key));
         }
         self.value_bytes -= entry.value.encoded_len();
         Some(entry)
@@ -141,7 +186,7 @@ impl Shard {
             }
             let live = self
                 .table
-                .find(hash_key(key), |e| Arc::ptr_eq(&e.key, key))
+                .find(hash_key(key), |e| e.key.is(key))
                 .is_some_and(|e| e.is_live(|| now));
             if live {
                 out.push(key.clone());
