@@ -26,18 +26,13 @@ pub(crate) fn same_key(a: &str, b: &str) -> bool {
     if n != b.len() {
         return false;
     }
-    if (17..=32).contains(&n) {
-        [0, 8, n - 16, n - 8]
-            .iter()
-            .all(|&at| word8(a, at) == word8(b, at))
-    } else if (8..=16).contains(&n) {
-        let (head, tail) = (|s: &[u8]| word8(s, 0), |s: &[u8]| word8(s, n - 8));
-        head(a) == head(b) && tail(a) == tail(b)
-    } else if (4..8).contains(&n) {
-        let (head, tail) = (|s: &[u8]| word4(s, 0), |s: &[u8]| word4(s, n - 4));
-        head(a) == head(b) && tail(a) == tail(b)
-    } else {
-        a == b
+    // Overlapping loads that together cover the `n` bytes.
+    let words8 = |at: &[usize]| at.iter().all(|&i| word8(a, i) == word8(b, i));
+    match n {
+        17..=32 => words8(&[0, 8, n - 16, n - 8]),
+        8..=16 => words8(&[0, n - 8]),
+        4..=7 => [0, n - 4].iter().all(|&i| word4(a, i) == word4(b, i)),
+        _ => a == b,
     }
 }
 

@@ -330,23 +330,15 @@ impl fmt::Debug for Bus {
 impl Bus {
     /// A bus with the limits and mailbox bounds of `config`.
     pub fn new(config: &Config) -> Bus {
-        Bus {
-            inner: Arc::new(BusInner {
-                trie: RwLock::new(trie::Index::default()),
-                id: route::bus_id(),
-                generation: Default::default(),
-                next_id: AtomicU64::new(1),
-                subscriptions: AtomicUsize::new(0),
-                limits: config.limits.clone(),
-                mailbox: config.mailbox,
-                relay: None,
-                watches: Default::default(),
-            }),
-        }
+        Bus::with(config, None)
     }
 
     /// A bus that spans every process on the relay's backend.
     pub(crate) fn with_relay(config: &Config, relay: Relay) -> Bus {
+        Bus::with(config, Some(relay))
+    }
+
+    fn with(config: &Config, relay: Option<Relay>) -> Bus {
         Bus {
             inner: Arc::new(BusInner {
                 trie: RwLock::new(trie::Index::default()),
@@ -356,7 +348,7 @@ impl Bus {
                 subscriptions: AtomicUsize::new(0),
                 limits: config.limits.clone(),
                 mailbox: config.mailbox,
-                relay: Some(relay),
+                relay,
                 watches: Default::default(),
             }),
         }

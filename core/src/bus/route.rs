@@ -29,7 +29,7 @@ use super::mailbox::Shared;
 use crate::keyhash::{hash_key, same_key};
 
 /// Largest number of mailboxes a memo holds.
-pub(crate) const MAX_MAILBOXES: usize = 16;
+const MAX_MAILBOXES: usize = 16;
 /// Longest topic a memo is made for.
 const MAX_TOPIC: usize = 256;
 
@@ -137,7 +137,7 @@ pub(crate) fn note<'a>(
                 to: Vec::with_capacity(n),
             },
         };
-        memo.generation = generation;
+        memo.generation = generation; // a reused memo's was older
         memo.to.extend(to.cloned());
         r.memo = Some(memo);
     });

@@ -50,6 +50,15 @@ fn record(deadline: u64, value: &Value) -> Vec<u8> {
     out
 }
 
+/// [`record`] of a counter, on the stack: the record's bytes are `.0[..len]`.
+fn int_record(deadline: u64, n: i64) -> ([u8; 8 + 9], usize) {
+    let value = encode_int(n);
+    let mut rec = [0u8; 8 + 9];
+    rec[..8].copy_from_slice(&deadline.to_be_bytes());
+    rec[8..8 + value.len()].copy_from_slice(&value);
+    (rec, 8 + value.len())
+}
+
 fn deadline_of(rec: &[u8]) -> u64 {
     rec.get(..8)
         .and_then(|b| b.try_into().ok())
@@ -153,11 +162,18 @@ impl LocalStore {
         if live(&rec, now) {
             return Ok(Some(rec));
         }
+        self.remove_expired(wtxn, key, deadline_of(&rec))?;
+        Ok(None)
+    }
+
+    /// Removes an expired key's record and its expiry entry.
+    fn remove_expired(&self, wtxn: &mut RwTxn<'_>, key: &str, deadline: u64) -> Result<()> {
+        let dbs = self.shared.dbs;
         dbs.kv.delete(wtxn, key.as_bytes()).map_err(self.h())?;
         dbs.exp
-            .delete(wtxn, &exp_key(deadline_of(&rec), key))
+            .delete(wtxn, &exp_key(deadline, key))
             .map_err(self.h())?;
-        Ok(None)
+        Ok(())
     }
 
     fn put(&self, wtxn: &mut RwTxn<'_>, key: &str, old: Option<&[u8]>, rec: &[u8]) -> Result<()> {
@@ -263,18 +279,14 @@ impl LocalStore {
                 Some((_, true, None)) => return Err(Error::NotAnInteger { key: shorten(key) }),
                 Some((d, false, _)) => {
                     // Expired: gone, and the counter starts again with no deadline.
-                    dbs.kv.delete(wtxn, key.as_bytes()).map_err(self.h())?;
-                    dbs.exp.delete(wtxn, &exp_key(d, key)).map_err(self.h())?;
+                    self.remove_expired(wtxn, key, d)?;
                     (0, delta)
                 }
                 None => (0, delta),
             };
             // The deadline is unchanged, so its expiry entry (if any) stays as it is.
-            let value = encode_int(new);
-            let mut rec = [0u8; 8 + 9];
-            rec[..8].copy_from_slice(&deadline.to_be_bytes());
-            rec[8..8 + value.len()].copy_from_slice(&value);
-            let rec = &rec[..8 + value.len()];
+            let (rec, len) = int_record(deadline, new);
+            let rec = &rec[..len];
             dbs.kv.put(wtxn, key.as_bytes(), rec).map_err(self.h())?;
             changes.note(ChangeKind::Incr, key, || rec[8..].to_vec());
             Ok(new)
